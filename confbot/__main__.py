@@ -1,0 +1,3 @@
+from confbot.cli import main
+
+main()
