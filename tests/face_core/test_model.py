@@ -1,0 +1,70 @@
+"""The shipped classifier and the full analyzer on real faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confbot.config import DEFAULT_MODEL_MANIFEST
+from confbot.errors import ModelError
+from confbot.vision import load_classifier
+from face_core import EMOTIONS
+
+
+def test_manifest_describes_the_model_file() -> None:
+    manifest = json.loads(DEFAULT_MODEL_MANIFEST.read_text())
+    assert manifest["classes"] == list(EMOTIONS)
+    assert (DEFAULT_MODEL_MANIFEST.parent / manifest["file"]).is_file()
+
+
+def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
+    manifest = json.loads(DEFAULT_MODEL_MANIFEST.read_text())
+    (tmp_path / manifest["file"]).write_bytes(b"not a model")
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):
+        load_classifier(tmp_path / "m.json")
+    with pytest.raises(ModelError, match="not found"):
+        load_classifier(tmp_path / "missing.json")
+
+
+def test_classifier_gives_probabilities_and_flip_tta_is_mirror_invariant() -> None:
+    clf = load_classifier(DEFAULT_MODEL_MANIFEST, flip_tta=True)
+    faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    probs = clf.classify(faces)
+    assert probs.shape == (5, 7)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.allclose(clf.classify(faces[:, :, ::-1].copy()), probs, atol=1e-5)
+    assert clf.classify(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_classifier_beats_chance_clearly_on_publictest(publictest_path: Path) -> None:
+    data = np.load(publictest_path)
+    clf = load_classifier(DEFAULT_MODEL_MANIFEST)
+    x, y = data["x"][:600], data["y"][:600]
+    acc = float((clf.classify(x).argmax(1) == y).mean())
+    assert acc > 0.45  # chance is 0.25 (always "happy"); the card gives the full figure
+
+
+def test_analyzer_finds_the_smiling_face_in_a_real_photo(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    faces = analyzer.analyze_image(face_photo_bgr)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.top_emotion == "happy"
+    assert face.valence > 0.3
+    x, y, w, h = face.box.as_list()
+    assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 180  # her face, not the flag
+
+
+def test_stream_keeps_the_face_index_and_smooths(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    stream = analyzer.new_stream()
+    first = analyzer.analyze_batch([(stream, face_photo_bgr)])[0]
+    shifted = np.roll(face_photo_bgr, 12, axis=1)
+    second = analyzer.analyze_batch([(stream, shifted)])[0]
+    assert [f.face_index for f in first] == [f.face_index for f in second] == [0]
+
+
+def test_no_face_gives_an_empty_result(analyzer) -> None:  # type: ignore[no-untyped-def]
+    assert analyzer.analyze_image(np.full((360, 640, 3), 127, np.uint8)) == []

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from face_core.emotions import EMOTIONS, valence_arousal
+from face_core.errors import ImageError
+from face_core.image import to_bgr8
+from face_core.preprocess import crop_face
+from face_core.signals import frontal_symmetry
+from face_core.smooth import ScoreSmoother
+from face_core.track import FaceTracker
+from face_core.types import Box
+
+
+def one_hot(name: str) -> np.ndarray:
+    v = np.zeros(7, np.float32)
+    v[EMOTIONS.index(name)] = 1
+    return v
+
+
+def test_valence_arousal_prototypes_and_mixtures() -> None:
+    assert valence_arousal(one_hot("happy"))[0] == pytest.approx([0.8, 0.5])
+    assert valence_arousal(one_hot("neutral"))[0] == pytest.approx([0.0, 0.0])
+    mix = (one_hot("happy") + one_hot("sad")) / 2
+    assert valence_arousal(mix)[0] == pytest.approx([0.05, 0.05])
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((10, 12), np.uint8),
+        np.zeros((10, 12, 1), np.uint8),
+        np.zeros((10, 12, 4), np.uint8),
+        np.zeros((10, 12, 3), np.uint16),
+        np.zeros((10, 12, 3), np.float32),
+    ],
+)
+def test_to_bgr8_accepts_common_layouts(image: np.ndarray) -> None:
+    out = to_bgr8(image)
+    assert out.shape == (10, 12, 3) and out.dtype == np.uint8
+
+
+def test_to_bgr8_scales_16_bit() -> None:
+    assert to_bgr8(np.full((2, 2), 65535, np.uint16)).max() == 255
+
+
+@pytest.mark.parametrize(
+    "image", [np.zeros((0, 5, 3), np.uint8), np.zeros((4, 4, 2), np.uint8),
+              np.zeros((4, 4), np.int64), np.zeros((2, 2, 2, 2), np.uint8)],
+)
+def test_to_bgr8_refuses_bad_images(image: np.ndarray) -> None:
+    with pytest.raises(ImageError):
+        to_bgr8(image)
+
+
+def test_tracker_keeps_indices_while_faces_move() -> None:
+    t = FaceTracker()
+    assert t.update([Box(0, 0, 50, 50), Box(300, 0, 50, 50)]) == [0, 1]
+    # Both moved 30 px (IoU small), listed in the other order.
+    assert t.update([Box(330, 10, 50, 50), Box(30, 10, 50, 50)]) == [1, 0]
+
+
+def test_tracker_new_face_gets_new_index_and_indices_are_not_reused() -> None:
+    t = FaceTracker(max_missed=1)
+    assert t.update([Box(0, 0, 50, 50)]) == [0]
+    assert t.update([]) == []
+    assert t.update([]) == []  # missed twice: face 0 is closed
+    assert t.update([Box(0, 0, 50, 50)]) == [1]
+    assert t.update([Box(0, 0, 50, 50), Box(400, 200, 60, 60)]) == [1, 2]
+
+
+def test_smoother_is_an_exponential_average_and_forgets_lost_faces() -> None:
+    s = ScoreSmoother(0.5)
+    s.update(0, one_hot("happy"))
+    out = s.update(0, one_hot("sad"))
+    assert out[EMOTIONS.index("happy")] == pytest.approx(0.5)
+    assert out[EMOTIONS.index("sad")] == pytest.approx(0.5)
+    s.retain(set())
+    assert s.update(0, one_hot("sad"))[EMOTIONS.index("sad")] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ScoreSmoother(0)
+
+
+def test_crop_at_frame_border_keeps_size() -> None:
+    gray = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
+    assert crop_face(gray, Box(-10, 80, 40, 40), size=48, margin=0.2).shape == (48, 48)
+
+
+def test_symmetry_prefers_mirror_symmetric_crops() -> None:
+    rng = np.random.default_rng(0)
+    half = rng.integers(0, 255, (48, 24), dtype=np.uint8)
+    symmetric = np.concatenate([half, half[:, ::-1]], axis=1)
+    assert frontal_symmetry(symmetric) == pytest.approx(1.0)
+    assert frontal_symmetry(rng.integers(0, 255, (48, 48), dtype=np.uint8)) < 0.1
