@@ -1,0 +1,80 @@
+"""The emotion CNN: a VGG-style network sized for real-time inference on one CPU core.
+
+Why this shape: FER2013 faces are 48x48 grayscale. Training on random 40x40 crops (and
+classifying a centre crop at inference) is the augmentation that the best published VGG
+variants on FER2013 use, and it cuts the multiply-adds by 30% against full 48x48 input.
+Four stages of two 3x3 convolutions with batch norm (widths 32 to 256) cost about 82 M
+multiply-adds per face, close to the seed CNN's 77 M, but with far fewer parameters
+(1.2 M against 2.35 M) and a global-average-pooled head that overfits less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+N_CLASSES = 7
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchitectureConfig:
+    """Shape of the network."""
+
+    input_size: int = 48
+    crop_size: int = 40
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    convs_per_stage: int = 2
+    head_units: int = 256
+    dropout: float = 0.4
+
+
+def _stage(x: keras.KerasTensor, width: int, n_convs: int, name: str) -> keras.KerasTensor:
+    for i in range(n_convs):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_backbone(cfg: ArchitectureConfig) -> keras.Model:
+    """The classifier proper: (crop, crop, 1) floats in [0, 1] to 7 softmax scores."""
+    inp = keras.Input((cfg.crop_size, cfg.crop_size, 1), name="face")
+    x = inp
+    for s, width in enumerate(cfg.widths):
+        x = _stage(x, width, cfg.convs_per_stage, name=f"s{s}")
+        if s < len(cfg.widths) - 1:
+            x = layers.MaxPooling2D(2, name=f"s{s}_pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(cfg.dropout, name="drop0")(x)
+    x = layers.Dense(cfg.head_units, use_bias=False, name="fc")(x)
+    x = layers.BatchNormalization(name="fc_bn")(x)
+    x = layers.ReLU(name="fc_relu")(x)
+    x = layers.Dropout(cfg.dropout, name="drop1")(x)
+    out = layers.Dense(N_CLASSES, activation="softmax", dtype="float32", name="scores")(x)
+    return keras.Model(inp, out, name="backbone")
+
+
+def build_inference_model(backbone: keras.Model, cfg: ArchitectureConfig) -> keras.Model:
+    """Full-size face in, scores out: centre-crops to the size the backbone was trained on."""
+    inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
+    x = layers.CenterCrop(cfg.crop_size, cfg.crop_size, name="center_crop")(inp)
+    return keras.Model(inp, backbone(x), name="emotion_cnn")
+
+
+def build_training_model(
+    backbone: keras.Model, cfg: ArchitectureConfig, *, seed: int, erase_prob: float
+) -> keras.Model:
+    """The backbone behind the augmentation layers, which are active only in training."""
+    inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
+    x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(inp)
+    x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot")(x)
+    x = layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
+    x = layers.RandomCrop(cfg.crop_size, cfg.crop_size, seed=seed + 3, name="aug_crop")(x)
+    if erase_prob > 0:
+        x = layers.RandomErasing(
+            factor=erase_prob, scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=seed + 4,
+            name="aug_erase",
+        )(x)
+    return keras.Model(inp, backbone(x), name="emotion_cnn_train")

@@ -1,0 +1,62 @@
+"""Loading labelled face sets in the shared `.npz` format (arrays `x` and `y`)."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from confbot.errors import DataError
+from face_core.emotions import EMOTIONS
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """Faces as uint8 (N, H, W) grayscale, labels as int (N,) in `EMOTIONS` order."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sha256: str
+    path: Path
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_face_set(path: Path) -> FaceSet:
+    """Load and validate an `.npz` with `x` (N, H, W) uint8 and `y` (N,) labels 0..6."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "x" not in npz or "y" not in npz:
+                raise DataError(f"{path}: expected arrays 'x' and 'y', found {sorted(npz.files)}")
+            x = np.asarray(npz["x"])
+            y = np.asarray(npz["y"])
+            classes = [str(c) for c in npz["classes"]] if "classes" in npz else None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise DataError(f"{path}: 'x' must have shape (N, H, W) with N > 0, got {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{path}: 'y' must have shape ({x.shape[0]},), got {y.shape}")
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: 'x' must be uint8 pixels, got {x.dtype}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(EMOTIONS):
+        raise DataError(f"{path}: 'y' must hold integer labels 0..{len(EMOTIONS) - 1}")
+    if classes is not None and tuple(classes) != EMOTIONS:
+        raise DataError(f"{path}: class order {classes} differs from {list(EMOTIONS)}")
+    return FaceSet(x=x, y=y.astype(np.int64), sha256=file_sha256(path), path=path)

