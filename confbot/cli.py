@@ -1,0 +1,183 @@
+"""The `confbot` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from confbot.errors import ConfbotError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="confbot: a sentiment bot for video calls.")
+model_app = typer.Typer(no_args_is_help=True, help="Train, evaluate and export the emotion model.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
+app.add_typer(model_app, name="model")
+app.add_typer(bench_app, name="bench")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings TOML.")]
+
+
+def _settings(config: Path | None) -> Any:
+    from confbot.config import load_settings
+
+    return load_settings(config)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@model_app.command("train")
+def model_train(
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoints, history, run.json.")],
+    config: Annotated[Optional[Path], typer.Option(help="Training TOML (see training.toml).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Override `epochs`.")] = None,
+    budget_minutes: Annotated[Optional[float], typer.Option(help="Override the wall-clock budget.")] = None,
+) -> None:
+    """Train the emotion CNN on FER2013 Training, picking the best epoch on validation data."""
+    from confbot.modeling.train import load_train_config, train
+
+    try:
+        cfg = load_train_config(config, {"epochs": epochs, "budget_minutes": budget_minutes})
+        best = train(cfg, out, resume=resume, command="confbot " + shlex.join(sys.argv[1:]))
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(f"best weights: {best}")
+
+
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="Image and video files.")],
+    annotate: Annotated[Optional[Path], typer.Option(
+        help="Write the input with labelled boxes here (a directory for several inputs).")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from videos.")] = 2.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Print one JSON object per face found in each image, or per sampled video frame."""
+    from confbot.analyze import run_analyze
+    from confbot.vision import build_analyzer
+
+    if fps <= 0:
+        _fail(ValueError(f"--fps must be positive, got {fps}"))
+    try:
+        settings = _settings(config)
+        failures = run_analyze(paths, lambda: build_analyzer(settings), annotate=annotate,
+                               sample_fps=fps, out=sys.stdout)
+    except ConfbotError as exc:
+        _fail(exc)
+    if failures:
+        raise typer.Exit(1)
+
+
+@model_app.command("evaluate")
+def model_evaluate(
+    data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: Annotated[Optional[Path], typer.Option(help="Model manifest (default: shipped).")] = None,
+    threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
+    flip_tta: Annotated[Optional[bool], typer.Option(
+        "--flip-tta/--no-flip-tta", help="Override the setting model.flip_tta.")] = None,
+    confusion_png: Annotated[Optional[Path], typer.Option(help="Save a confusion-matrix picture.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Accuracy, per-class recall, confusion matrix and ms per face of the model."""
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.evaluate import evaluate, format_report, plot_confusion
+    from confbot.vision import load_classifier, resolve_manifest
+
+    try:
+        settings = _settings(config)
+        manifest = model or resolve_manifest(settings.model.manifest)
+        tta = settings.model.flip_tta if flip_tta is None else flip_tta
+        classifier = load_classifier(manifest, threads=threads, flip_tta=tta)
+        result = evaluate(classifier, load_face_set(data), threads=threads)
+    except ConfbotError as exc:
+        _fail(exc)
+    if confusion_png is not None:
+        plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
+    if as_json:
+        typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict()}))
+    else:
+        typer.echo(format_report(result))
+
+
+@model_app.command("export")
+def model_export(
+    run: Annotated[Path, typer.Argument(help="A training run directory.")],
+    out: Annotated[Path, typer.Option(help="Where to write the .tflite and its manifest.")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
+) -> None:
+    """Export a run's best weights to LiteRT, checking it agrees with the trained model."""
+    from confbot.modeling.export import export_run
+
+    try:
+        check = export_run(run, out, name=name)
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(f"exported {out / name}.tflite: top-1 agreement {check.top1_agreement:.4f}, "
+               f"max |diff| {check.max_abs_diff:.2e} on {check.n} faces")
+
+
+@model_app.command("convert-keras")
+def model_convert_keras(
+    h5: Annotated[Path, typer.Argument(help="A Keras .h5/.keras emotion model (7 FER classes).")],
+    out: Annotated[Path, typer.Option(help="Directory for the .tflite and manifest.")],
+    name: Annotated[str, typer.Option(help="Base name of the files.")],
+    scale: Annotated[float, typer.Option(help="Model input = pixel * scale + offset.")] = 1 / 255,
+    offset: Annotated[float, typer.Option(help="See --scale.")] = 0.0,
+) -> None:
+    """Convert another Keras FER model to LiteRT, to compare it with `model evaluate`."""
+    from confbot.modeling.export import convert_keras_file
+
+    try:
+        check = convert_keras_file(h5, out, name=name, scale=scale, offset=offset,
+                                   extra={"source": str(h5)})
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(f"converted to {out / name}.tflite: top-1 agreement {check.top1_agreement:.4f}")
+
+
+@bench_app.command("face")
+def bench_face_cmd(
+    faces: Annotated[Path, typer.Option(help="Faces to paste into the frames (.npz, x and y).")] = Path(
+        "../shared/datasets/fer2013/publictest.npz"),
+    frames: Annotated[int, typer.Option(help="Distinct frames.")] = 40,
+    faces_per_frame: Annotated[int, typer.Option(help="Faces in each frame.")] = 2,
+    seconds: Annotated[float, typer.Option(help="Minimum time per stage.")] = 3.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Detect and classify on 640x360 frames with faces: frames/s and ms/frame per stage."""
+    from confbot.bench_face import bench_face, synthetic_frames
+    from confbot.modeling.data import load_face_set
+    from confbot.vision import build_analyzer
+
+    if not 1 <= faces_per_frame <= 4 or frames < 1:
+        _fail(ValueError("--faces-per-frame must be 1..4 and --frames positive"))
+    try:
+        analyzer = build_analyzer(_settings(config))
+        face_set = load_face_set(faces)
+    except ConfbotError as exc:
+        _fail(exc)
+    result = bench_face(analyzer, synthetic_frames(face_set.x, frames, faces_per_frame), seconds)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key}: {value}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from confbot import cli_server
+
+    cli_server.register(app)
+    app()

@@ -1,0 +1,186 @@
+"""`confbot analyze`, `model evaluate` and `bench face` as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CONFBOT = [sys.executable, "-m", "confbot"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CONFBOT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_analyze_a_real_face_photo_and_annotate(face_photo_path: Path, tmp_path: Path) -> None:
+    annotated = tmp_path / "out.png"
+    res = run("analyze", str(face_photo_path), "--annotate", str(annotated))
+    assert res.returncode == 0, res.stderr
+    (face,) = records(res.stdout)
+    assert face["file"] == str(face_photo_path)
+    assert face["top_emotion"] == "happy"
+    assert set(face["scores"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise",
+                                   "neutral"}
+    assert abs(sum(face["scores"].values()) - 1) < 0.01
+    assert {"box", "face_index", "valence", "arousal"} <= set(face)
+    drawn = cv2.imread(str(annotated))
+    assert drawn is not None and drawn.shape[:2] == (512, 512)
+    assert not np.array_equal(drawn, cv2.imread(str(face_photo_path)))
+
+
+@pytest.mark.parametrize("variant", ["gray", "rgba", "16bit"])
+def test_analyze_accepts_gray_rgba_and_16_bit_images(
+    variant: str, face_photo_bgr: np.ndarray, tmp_path: Path
+) -> None:
+    image = {
+        "gray": cv2.cvtColor(face_photo_bgr, cv2.COLOR_BGR2GRAY),
+        "rgba": cv2.cvtColor(face_photo_bgr, cv2.COLOR_BGR2BGRA),
+        "16bit": face_photo_bgr.astype(np.uint16) * 257,
+    }[variant]
+    path = tmp_path / f"{variant}.png"
+    cv2.imwrite(str(path), image)
+    res = run("analyze", str(path))
+    assert res.returncode == 0, res.stderr
+    assert [r["top_emotion"] for r in records(res.stdout)] == ["happy"]
+
+
+def test_analyze_huge_image(face_photo_bgr: np.ndarray, tmp_path: Path) -> None:
+    big = np.full((10000, 10000, 3), 90, np.uint8)
+    big[4000:6048, 4000:6048] = cv2.resize(face_photo_bgr, (2048, 2048))
+    path = tmp_path / "huge.jpg"
+    cv2.imwrite(str(path), big)
+    res = run("analyze", str(path), timeout=300)
+    assert res.returncode == 0, res.stderr
+    faces = records(res.stdout)
+    # Haar cascades can add a small false positive; the person's face is the largest box.
+    largest = max(faces, key=lambda f: f["box"][2] * f["box"][3])
+    assert largest["top_emotion"] == "happy"
+    x, y, w, h = largest["box"]
+    assert 4000 <= x and x + w <= 6048 and 4000 <= y and y + h <= 6048
+
+
+def test_image_without_a_face_gives_no_records(tmp_path: Path) -> None:
+    path = tmp_path / "wall.png"
+    cv2.imwrite(str(path), np.full((300, 400, 3), 200, np.uint8))
+    res = run("analyze", str(path))
+    assert res.returncode == 0 and res.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.png", None, "no such file"),
+        ("empty.png", b"", "file is empty"),
+        ("notes.txt", b"hello, not a picture\n", "not an image or a video"),
+        ("fake.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "not an image"),
+    ],
+)
+def test_bad_files_get_one_clear_line_and_a_failing_exit(
+    tmp_path: Path, name: str, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    res = run("analyze", str(path))
+    assert res.returncode != 0
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def make_video(path: Path, frame: np.ndarray, seconds: float, fps: int = 10) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+        for i in range(int(seconds * fps)):
+            shifted = np.roll(frame, i, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(shifted, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_analyze_video_samples_frames_with_times_and_writes_annotated_video(
+    face_photo_bgr: np.ndarray, tmp_path: Path
+) -> None:
+    video = tmp_path / "clip.webm"
+    make_video(video, face_photo_bgr, seconds=3)
+    out = tmp_path / "clip_annotated.mp4"
+    res = run("analyze", str(video), "--fps", "2", "--annotate", str(out))
+    assert res.returncode == 0, res.stderr
+    faces = records(res.stdout)
+    times = [f["time_s"] for f in faces]
+    assert len(faces) >= 5 and times == sorted(times)
+    assert {f["face_index"] for f in faces} == {0}
+    assert all(f["top_emotion"] == "happy" for f in faces)
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 30
+
+
+def test_truncated_video_is_analyzed_up_to_the_cut(face_photo_bgr: np.ndarray,
+                                                    tmp_path: Path) -> None:
+    video = tmp_path / "clip.ivf"
+    make_video(video, face_photo_bgr, seconds=3)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.ivf"
+    cut.write_bytes(data[: len(data) // 2])
+    res = run("analyze", str(cut))
+    assert "Traceback" not in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert 1 <= len(records(res.stdout)) < 6
+    assert "truncated" in res.stderr
+
+
+def test_video_cut_before_its_first_frame_is_an_error(face_photo_bgr: np.ndarray,
+                                                      tmp_path: Path) -> None:
+    video = tmp_path / "clip.webm"
+    make_video(video, face_photo_bgr, seconds=1)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(video.read_bytes()[:400])
+    res = run("analyze", str(cut))
+    assert res.returncode == 1
+    assert "error:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
+    data = np.load(publictest_path)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=data["x"][:200], y=data["y"][:200])
+    res = run("model", "evaluate", str(small), "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["n"] == 200
+    assert 0.3 < result["accuracy"] <= 1
+    assert set(result["per_class_recall"]) == {"angry", "disgust", "fear", "happy", "sad",
+                                               "surprise", "neutral"}
+    assert 0 < result["ms_per_face"] < 50
+    assert sum(map(sum, result["confusion_matrix"])) == 200
+
+
+def test_model_evaluate_refuses_a_bad_npz(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((3, 48, 48), np.uint8))
+    res = run("model", "evaluate", str(bad))
+    assert res.returncode == 2
+    assert "expected arrays 'x' and 'y'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bench_face_reports_stage_speeds(publictest_path: Path) -> None:
+    res = run("bench", "face", "--faces", str(publictest_path), "--frames", "5",
+              "--seconds", "0.3", "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["faces_per_frame"] > 0.5
+    assert result["fps"] > 0 and result["detect_ms_per_frame"] > 0
