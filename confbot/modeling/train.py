@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
             eval_backbone.set_weights(backbone.get_weights())
-            probs = eval_model(x_val, training=False).numpy()
+            probs = eval_model.predict(x_val, batch_size=256, verbose=0)
             val_acc = float((probs.argmax(1) == val_set.y).mean())
             logs["val_accuracy"] = val_acc
             epoch_s = time.monotonic() - self._t0
