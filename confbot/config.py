@@ -154,8 +154,22 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _validate(s: Settings) -> None:
+def is_loopback_host(host: str) -> bool:
+    """True for a listen address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_settings(s: Settings) -> None:
+    """Raise `ConfigError` naming the first setting that is out of range or inconsistent."""
     checks = [
+        (is_loopback_host(s.server.host) or bool(s.server.api_key),
+         f"server.host = {s.server.host!r} listens beyond this machine: set server.api_key "
+         "(or CONFBOT_API_KEY) so that only you can invite the bot"),
         (1 <= s.server.port <= 65535, "server.port must be 1..65535"),
         (0 < s.pipeline.sample_fps <= 30, "pipeline.sample_fps must be in (0, 30]"),
         (0 < s.pipeline.smoothing <= 1, "pipeline.smoothing must be in (0, 1]"),
@@ -192,5 +206,5 @@ def load_settings(path: Path | None = None, env: typing.Mapping[str, str] | None
         if env.get(var):
             raw.setdefault(section, {})[key] = env[var]
     settings: Settings = _build(Settings, raw, "")
-    _validate(settings)
+    validate_settings(settings)
     return settings
