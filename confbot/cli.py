@@ -175,6 +175,31 @@ def bench_face_cmd(
             typer.echo(f"{key}: {value}")
 
 
+@bench_app.command("call")
+def bench_call_command(
+    participants: Annotated[int, typer.Option(help="WHIP publishers in the call.")] = 16,
+    seconds: Annotated[float, typer.Option(help="Length of the measured window.")] = 60.0,
+    sample_fps: Annotated[float, typer.Option(help="Samples per second per participant.")] = 2.0,
+    warmup: Annotated[float, typer.Option(help="Seconds allowed before measuring.")] = 30.0,
+    faces: Annotated[Path, typer.Option(help="FER2013 faces (.npz) to build the video from.")] = Path(
+        "../shared/datasets/fer2013/publictest.npz"),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A whole call on loopback: samples/s, frame-to-feed latency, CPU per participant, RSS."""
+    from confbot.bench_call import bench_call
+
+    try:
+        result = bench_call(participants=participants, seconds=seconds, sample_fps=sample_fps,
+                            faces=faces, warmup_s=warmup)
+    except ConfbotError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key}: {value}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from confbot import cli_server

@@ -78,6 +78,10 @@ class RtcConfig:
     # interface (aiortc's default). Set it to pin media to one interface, or to
     # ["127.0.0.1"] when every peer runs on the same machine.
     ice_host_addresses: tuple[str, ...] = ()
+    # STUN servers ("stun:host:port") for peers behind NAT. Empty: host candidates only,
+    # which is what a self-hosted, offline deployment on one network needs, and sends
+    # nothing to a third party.
+    stun_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +185,8 @@ def validate_settings(s: Settings) -> None:
         (s.store.buffer_max_samples >= s.store.batch_size,
          "store.buffer_max_samples must be >= store.batch_size"),
         (s.privacy.retention_days >= 0, "privacy.retention_days must be >= 0"),
+        (all(u.startswith(("stun:", "stuns:")) for u in s.rtc.stun_servers),
+         "rtc.stun_servers must hold stun: URLs, e.g. \"stun:stun.example.org:3478\""),
         (all(_is_ip(a) for a in s.rtc.ice_host_addresses),
          "rtc.ice_host_addresses must hold IP addresses"),
         (s.database.url.startswith(("sqlite", "postgresql")),

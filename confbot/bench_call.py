@@ -1,0 +1,195 @@
+"""`confbot bench call`: a whole call on loopback, measured from outside the server.
+
+It starts a real `confbot serve` (temporary SQLite database), invites the bot to a built-in room,
+and starts N WHIP publishers in one other process that replay a pre-encoded VP8 video of a real
+face (so they cost almost no CPU). A websocket client follows the call's feed. Over the measured
+window it reports:
+
+- samples per second on the feed, against the N x sample_fps expected;
+- latency from the bot receiving a frame (`wall_time_ms` of the sample) to the feed message
+  arriving at the host: p50, p95, max;
+- the server's CPU seconds per participant-second (from /proc: user + system);
+- the server's RSS: at the start and the end of the window, its peak, and its slope in MB/min.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from confbot.errors import InputError
+from confbot.media_synth import compose_frames, encode_vp8, fer2013_faces_bgr
+
+HAPPY = 3
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Window:
+    latencies_ms: list[float] = field(default_factory=list)
+    samples: int = 0
+    participants: set[str] = field(default_factory=set)
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InputError(f"confbot serve exited with status {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise InputError(f"confbot serve did not become healthy within {timeout_s} s")
+
+
+def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: Path,
+               warmup_s: float = 30.0, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see the module docstring)."""
+    if participants < 1 or seconds <= 0 or sample_fps <= 0:
+        raise InputError("--participants, --seconds and --sample-fps must be positive")
+    if not faces.is_file():
+        raise InputError(f"{faces}: FER2013 faces not found (pass --faces PATH.npz)")
+    with tempfile.TemporaryDirectory(prefix="confbot-bench-") as tmp:
+        work = workdir or Path(tmp)
+        video = encode_vp8(work / "face.ivf",
+                           compose_frames(fer2013_faces_bgr(faces, [HAPPY]), n_frames=60))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        config = work / "bench.toml"
+        config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\n'
+                          f'url = "sqlite:///{work / "bench.db"}"\n[pipeline]\nsample_fps = {sample_fps}\n'
+                          '[rtc]\nice_host_addresses = ["127.0.0.1"]\n')
+        log = (work / "server.log").open("wb")
+        server = subprocess.Popen([sys.executable, "-m", "confbot", "serve", "--config", str(config)],
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        publishers: subprocess.Popen[str] | None = None
+        try:
+            _wait_healthy(url, server)
+            call = httpx.post(f"{url}/api/calls", json={"title": "bench", "sample_fps": sample_fps},
+                              timeout=30).json()
+            publishers = subprocess.Popen(
+                [sys.executable, "-m", "confbot.rtc.replay", "--whip", f"{url}/whip/{call['id']}",
+                 "--count", str(participants), "--ice-address", "127.0.0.1", str(video)],
+                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+            assert publishers.stdout is not None
+            line = publishers.stdout.readline().strip()
+            if not line.startswith("READY"):
+                raise InputError(f"the publishers did not connect (got {line!r})")
+            window = asyncio.run(_follow(call["feed_url"], call["host_token"], server.pid,
+                                         participants=participants, warmup_s=warmup_s, seconds=seconds))
+        finally:
+            if publishers is not None:
+                publishers.send_signal(signal.SIGTERM)
+                try:
+                    publishers.wait(20)
+                except subprocess.TimeoutExpired:
+                    publishers.kill()
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log.close()
+    return _figures(window, participants=participants, seconds=seconds, sample_fps=sample_fps)
+
+
+async def _follow(feed_url: str, token: str, pid: int, *, participants: int, warmup_s: float,
+                  seconds: float) -> Window:
+    from websockets.asyncio.client import connect
+
+    window = Window()
+    async with connect(f"{feed_url}?token={token}", max_size=None) as ws:
+        seen: set[str] = set()
+        deadline = time.monotonic() + warmup_s
+        # Warm-up: until every participant has samples (or the warm-up time is over).
+        while time.monotonic() < deadline and len(seen) < participants:
+            try:
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=1.0))
+            except TimeoutError:
+                continue
+            if message.get("type") == "sample":
+                seen.add(message["participant_id"])
+        cpu0 = _cpu_seconds(pid)
+        start = time.monotonic()
+        end = start + seconds
+        next_rss = start
+        while (now := time.monotonic()) < end:
+            if now >= next_rss:
+                window.rss_mb.append((now - start, _rss_mb(pid)))
+                next_rss += 1.0
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=min(1.0, max(0.01, end - now)))
+            except TimeoutError:
+                continue
+            arrived_ms = time.time() * 1000
+            message = json.loads(raw)
+            if message.get("type") == "sample":
+                window.samples += 1
+                window.participants.add(message["participant_id"])
+                window.latencies_ms.append(arrived_ms - message["wall_time_ms"])
+        window.cpu_s = _cpu_seconds(pid) - cpu0
+        window.rss_mb.append((time.monotonic() - start, _rss_mb(pid)))
+    return window
+
+
+def _figures(window: Window, *, participants: int, seconds: float,
+             sample_fps: float) -> dict[str, Any]:
+    cpu_s = window.cpu_s
+    lat = np.array(window.latencies_ms) if window.latencies_ms else np.array([np.nan])
+    t = np.array([p[0] for p in window.rss_mb])
+    rss = np.array([p[1] for p in window.rss_mb])
+    tenth = max(1, len(rss) // 10)
+    slope = float(np.polyfit(t / 60.0, rss, 1)[0]) if len(rss) >= 3 else float("nan")
+    return {
+        "participants": participants,
+        "participants_with_samples": len(window.participants),
+        "seconds": seconds,
+        "sample_fps": sample_fps,
+        "samples_per_s": round(window.samples / seconds, 2),
+        "expected_samples_per_s": round(participants * sample_fps, 2),
+        "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 1),
+        "latency_ms_p95": round(float(np.nanpercentile(lat, 95)), 1),
+        "latency_ms_max": round(float(np.nanmax(lat)), 1),
+        "cpu_s_per_participant_s": round(cpu_s / (participants * seconds), 4),
+        "server_cpu_cores": round(cpu_s / seconds, 2),
+        "rss_mb_start": round(float(rss[:tenth].mean()), 1),
+        "rss_mb_end": round(float(rss[-tenth:].mean()), 1),
+        "rss_mb_peak": round(float(rss.max()), 1),
+        "rss_slope_mb_per_min": round(slope, 2),
+    }

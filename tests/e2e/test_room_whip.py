@@ -1,0 +1,104 @@
+"""The built-in room end to end: WHIP publisher processes -> `confbot serve` -> feed and SQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.publisher import PublisherProcess
+from tests.support.server import ConfbotServer, FeedRecorder, top_emotions
+
+pytestmark = pytest.mark.slow
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ConfbotServer]:
+    server = ConfbotServer(tmp_path, ice_address=LOOPBACK)
+    server.start()
+    yield server
+    server.stop()
+
+
+def joined(messages: list[dict[str, Any]]) -> dict[str, str]:
+    """display name -> participant id, from the feed's `participant` messages."""
+    return {m["display_name"]: m["participant_id"] for m in messages
+            if m.get("type") == "participant" and m.get("event") == "joined"}
+
+
+def test_two_publishers_get_their_emotions_on_the_feed_and_in_sql(
+        server: ConfbotServer, fer2013_video: Callable[[str], Any]) -> None:
+    videos = {"Ann": fer2013_video("happy"), "Bob": fer2013_video("surprise")}
+    call = server.create_call(title="screening", connector={"type": "room"})
+    assert call["room_url"].endswith(f"/room/{call['id']}")
+    feed = FeedRecorder(call["feed_url"], call["host_token"])
+    publishers = {
+        name: PublisherProcess.whip(f"{server.url}/whip/{call['id']}?name={name}", video.path,
+                                    ice_address=LOOPBACK)
+        for name, video in videos.items()
+    }
+    try:
+        def enough(messages: list[dict[str, Any]]) -> bool:
+            ids = joined(messages)
+            return len(ids) == 2 and all(
+                sum(top_emotions(messages, pid).values()) >= 4 for pid in ids.values())
+
+        messages = feed.wait_for(enough, timeout_s=90)
+        ids = joined(messages)
+        for name, video in videos.items():
+            counts = top_emotions(messages, ids[name])
+            assert max(counts, key=counts.__getitem__) == video.emotion, (name, counts)
+
+        publishers["Bob"].terminate()
+        feed.wait_for(lambda ms: any(m.get("type") == "participant" and m.get("event") == "left"
+                                     and m["participant_id"] == ids["Bob"] for m in ms), timeout_s=30)
+        ended = server.api("DELETE", f"/api/calls/{call['id']}", call["host_token"])
+        assert ended.status_code == 200 and ended.json()["status"] == "ended"
+        feed.wait_for(lambda ms: any(m.get("type") == "call" and m.get("status") == "ended" for m in ms),
+                      timeout_s=20)
+    finally:
+        for publisher in publishers.values():
+            publisher.terminate()
+        feed.close()
+    server.stop()
+    with sqlite3.connect(server.db_path) as db:
+        rows = dict(db.execute("SELECT participant_id, COUNT(*) FROM emotion_samples WHERE call_id = ? "
+                               "GROUP BY participant_id", (call["id"],)).fetchall())
+        kinds = [k for (k,) in db.execute("SELECT kind FROM call_events WHERE call_id = ?", (call["id"],))]
+    assert rows.get(ids["Ann"], 0) > 0 and rows.get(ids["Bob"], 0) > 0, rows
+    assert kinds.count("participant_joined") == 2 and kinds.count("participant_left") == 2, kinds
+    # Every sample the feed showed was stored (the writer flushes on shutdown).
+    fed = sum(1 for m in messages if m.get("type") == "sample")
+    assert sum(rows.values()) >= fed
+
+
+def test_bad_offers_and_tokens_get_clear_errors_and_the_server_stays_up(server: ConfbotServer) -> None:
+    call = server.create_call(title="errors", connector={"type": "room"})
+    whip = f"{server.url}/whip/{call['id']}"
+    sdp = {"Content-Type": "application/sdp"}
+    malformed = httpx.post(whip, content=b"v=0\r\nthis is not sdp", headers=sdp, timeout=15)
+    assert malformed.status_code == 400 and "SDP" in malformed.text
+    audio_only = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+                  "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n")
+    no_video = httpx.post(whip, content=audio_only.encode(), headers=sdp, timeout=15)
+    assert no_video.status_code == 400 and "video" in no_video.text
+    assert httpx.post(whip, content=b"{}", headers={"Content-Type": "application/json"},
+                      timeout=15).status_code == 415
+    assert httpx.post(f"{server.url}/whip/nosuchcall", content=b"v=0", headers=sdp,
+                      timeout=15).status_code == 404
+
+    assert server.api("GET", f"/api/calls/{call['id']}", "wrong-token").status_code == 403
+    assert httpx.get(f"{server.url}/api/calls/{call['id']}", timeout=15).status_code == 401
+    refused = FeedRecorder(call["feed_url"], "wrong-token")
+    refused.join(timeout_s=10)
+    assert refused.close_code is not None and refused.close_code >= 4000, (refused.close_code, refused.error)
+    assert refused.close_reason and refused.messages == []
+
+    assert httpx.get(f"{server.url}/healthz", timeout=15).status_code == 200
+    shown = server.api("GET", f"/api/calls/{call['id']}", call["host_token"]).json()
+    assert shown["status"] == "live"
