@@ -20,6 +20,7 @@ import inspect
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class _Call:
     on_leave: OnLeave
     publishers: dict[str, _Publisher] = field(default_factory=dict)  # by resource id
     joined: int = 0
+    # Resources that left lately: a DELETE racing the connection's close still gets 200.
+    left: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
 
 class WhipIngest:
@@ -192,8 +195,10 @@ class WhipIngest:
         """The publisher leaves; False if there is no such resource."""
         call = self._calls.get(call_id)
         publisher = call.publishers.get(resource_id) if call else None
-        if call is None or publisher is None:
+        if call is None:
             return False
+        if publisher is None:
+            return resource_id in call.left
         await self._leave(call, publisher, "the publisher left")
         return True
 
@@ -216,6 +221,7 @@ class WhipIngest:
             return
         publisher.left = True
         call.publishers.pop(session.resource_id, None)
+        call.left.append(session.resource_id)
         if publisher.timeout is not None and publisher.timeout is not asyncio.current_task():
             publisher.timeout.cancel()
         log.info("call %s: WHIP publisher %s left (%s)", session.call_id, session.participant_id, why)

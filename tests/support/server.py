@@ -68,6 +68,7 @@ class ConfbotServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
+        self.stop()
         raise RuntimeError(f"confbot serve did not answer /healthz in {timeout_s} s:\n{self.log()}")
 
     def stop(self, timeout_s: float = 20.0) -> int | None:

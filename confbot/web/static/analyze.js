@@ -36,7 +36,7 @@ async function analyze(blob, name) {
     const prefix = response.status === 413 ? "This file is too large. "
       : response.status === 415 || response.status === 400 || response.status === 422
         ? `“${name}” could not be analyzed. ` : "The server could not analyze the photo. ";
-    showError(prefix + detail);
+    showError(prefix + detail.charAt(0).toUpperCase() + detail.slice(1));
     return;
   }
   const body = await response.json();

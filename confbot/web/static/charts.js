@@ -83,7 +83,9 @@ function timeTicks(svg, x, t0, t1, y) {
   const steps = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
   const step = steps.find((s) => span / s <= 8) || 7200;
   for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
-    const text = svgEl("text", { x: x(t), y, "text-anchor": "middle", "font-size": 11, fill: "#444" });
+    // a label at the right edge would be cut off by the SVG's border: end it there instead
+    const anchor = t1 - t < step / 4 ? "end" : "middle";
+    const text = svgEl("text", { x: x(t), y, "text-anchor": anchor, "font-size": 11, fill: "#444" });
     text.textContent = clock(t * 1000);
     svg.append(text);
   }

@@ -298,6 +298,7 @@ async function start(token) {
     $("invite").hidden = false;
   }
   $("token-form").hidden = true;
+  $("call-state").hidden = false;
   $("live").hidden = false;
   $("report-link").addEventListener("click", (event) => {
     event.currentTarget.href = `/calls/${encodeURIComponent(callId)}/report?token=${encodeURIComponent(state.token)}`;
@@ -310,6 +311,7 @@ async function start(token) {
 
 function showTokenForm(message) {
   $("live").hidden = true;
+  $("call-state").hidden = true; // nothing is known about the call until a token opens it
   $("token-form").hidden = false;
   if (message) showAlert(message);
   $("token").focus();

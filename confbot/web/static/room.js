@@ -181,12 +181,14 @@ function drawOwn(latest) {
 
 async function leave() {
   const resource = session.resource;
-  stopLocal();
+  session.resource = null;
+  // WHIP's order: end the session with the bot first, then close the connection.
   if (resource) {
     try {
       await fetch(resource, { method: "DELETE", keepalive: true });
     } catch (_) { /* the bot also notices the peer connection closing */ }
   }
+  stopLocal();
   show("left");
 }
 
