@@ -102,3 +102,69 @@ def test_bad_offers_and_tokens_get_clear_errors_and_the_server_stays_up(server: 
     assert httpx.get(f"{server.url}/healthz", timeout=15).status_code == 200
     shown = server.api("GET", f"/api/calls/{call['id']}", call["host_token"]).json()
     assert shown["status"] == "live"
+
+
+def test_opt_in_call_analyzes_only_after_consent_and_survives_silent_and_corrupt_publishers(
+        server: ConfbotServer, fer2013_video: Callable[[str], Any], tmp_path: Path) -> None:
+    happy = fer2013_video("happy")
+    corrupt = corrupted_copy(happy.path, tmp_path / "corrupt.ivf")
+    call = server.create_call(title="opt-in panel", connector={"type": "room"}, consent="opt-in")
+    feed = FeedRecorder(call["feed_url"], call["host_token"])
+    whip = f"{server.url}/whip/{call['id']}"
+    publishers = [
+        PublisherProcess.whip(f"{whip}?name=Ann&consent=no", happy.path, ice_address=LOOPBACK),
+        PublisherProcess.whip(f"{whip}?name=Bob&consent=yes", corrupt, ice_address=LOOPBACK),
+        PublisherProcess.whip(f"{whip}?name=Cy&consent=yes", happy.path, ice_address=LOOPBACK, silent=True),
+    ]
+    try:
+        messages = feed.wait_for(lambda ms: len(joined(ms)) == 3 and sum(
+            top_emotions(ms, joined(ms)["Bob"]).values()) >= 3, timeout_s=90)
+        ids = joined(messages)
+        # Ann has not consented: none of her frames were classified.
+        assert top_emotions(messages, ids["Ann"]) == {}
+        listed = {p["display_name"]: p for p in server.api(
+            "GET", f"/api/calls/{call['id']}/participants", call["host_token"]).json()}
+        assert not listed["Ann"]["analyzed"] and listed["Bob"]["analyzed"] and listed["Cy"]["analyzed"]
+        # Bob's video has damaged packets: the decoder drops what it cannot use, the rest is analyzed.
+        assert max(top_emotions(messages, ids["Bob"]).items(), key=lambda kv: kv[1])[0] == "happy"
+
+        given = server.api("POST", f"/api/calls/{call['id']}/participants/{ids['Ann']}/consent",
+                           call["host_token"], json={"given": True})
+        assert given.status_code == 200 and given.json()["analyzed"], given.text
+        feed.wait_for(lambda ms: sum(top_emotions(ms, ids["Ann"]).values()) >= 2, timeout_s=30)
+        assert any(m.get("type") == "participant" and m.get("event") == "consent_given"
+                   and m["participant_id"] == ids["Ann"] for m in feed.snapshot())
+        # Cy never sent a frame: listed, no samples, and the server is fine.
+        assert top_emotions(feed.snapshot(), ids["Cy"]) == {}
+        assert httpx.get(f"{server.url}/healthz", timeout=15).status_code == 200
+        unknown = server.api("POST", f"/api/calls/{call['id']}/participants/nobody/consent",
+                             call["host_token"], json={"given": True})
+        assert unknown.status_code == 404
+    finally:
+        for publisher in publishers:
+            publisher.terminate()
+        feed.close()
+
+
+def corrupted_copy(source: Path, target: Path) -> Path:
+    """A copy of a VP8 IVF file in which every third inter frame has its bytes scrambled."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    with av.open(str(source)) as src, av.open(str(target), "w", format="ivf") as dst:
+        stream_in = src.streams.video[0]
+        stream_out = dst.add_stream_from_template(stream_in)
+        for i, packet in enumerate(src.demux(stream_in)):
+            if not packet.size:
+                continue
+            data = bytearray(bytes(packet))
+            if not packet.is_keyframe and i % 3 == 0:
+                start = min(10, len(data) - 1)
+                data[start:] = rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+            out = av.Packet(bytes(data))
+            out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+            out.is_keyframe = packet.is_keyframe
+            out.stream = stream_out
+            dst.mux(out)
+    return target
