@@ -90,3 +90,29 @@ def _closed_port() -> int:
     from tests.support.server import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
+
+
+def test_confbot_join_runs_the_bot_in_a_room_without_the_api(
+        tmp_path: Path, janus_server: Any, ice_address: str,
+        fer2013_video: Callable[[str], Any]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    video = fer2013_video("happy")
+    config = tmp_path / "join.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "join.db"}"\n'
+                      f'[rtc]\nice_host_addresses = ["{ice_address}"]\n')
+    with PublisherProcess.janus(janus_server.url, DEFAULT_ROOM, "Ann", video.path,
+                                ice_address=ice_address):
+        done = subprocess.run(
+            [sys.executable, "-m", "confbot", "join", "janus", janus_server.url, "--room", str(DEFAULT_ROOM),
+             "--seconds", "20", "--config", str(config)],
+            capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    messages = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    samples = [m for m in messages if m["type"] == "sample"]
+    assert samples, done.stderr[-3000:]
+    assert max({m["top_emotion"] for m in samples},
+               key=lambda e: sum(m["top_emotion"] == e for m in samples)) == "happy"
+    assert messages[-1] == {**messages[-1], "type": "call", "status": "ended"}
