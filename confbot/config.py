@@ -48,6 +48,9 @@ class DetectorConfig:
     yunet_model: str = ""
     min_face_px: int = 40
     max_side_px: int = 640  # frames are scaled down to this before detection
+    # In a call, search the whole frame for faces every Nth sample of a track (and whenever a
+    # tracked face is lost); in between, look only around the faces already tracked.
+    full_detect_every: int = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +184,7 @@ def validate_settings(s: Settings) -> None:
         (s.detector.kind != "yunet" or bool(s.detector.yunet_model),
          "detector.kind = 'yunet' needs detector.yunet_model (path to the ONNX file)"),
         (s.model.threads >= 1, "model.threads must be >= 1"),
+        (s.detector.full_detect_every >= 1, "detector.full_detect_every must be >= 1"),
         (s.store.batch_size >= 1, "store.batch_size must be >= 1"),
         (s.store.buffer_max_samples >= s.store.batch_size,
          "store.buffer_max_samples must be >= store.batch_size"),

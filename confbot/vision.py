@@ -62,4 +62,5 @@ def build_analyzer(settings: Settings) -> FaceAnalyzer:
                                  flip_tta=settings.model.flip_tta)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,
-                        max_side_px=settings.detector.max_side_px)
+                        max_side_px=settings.detector.max_side_px,
+                        full_detect_every=settings.detector.full_detect_every)

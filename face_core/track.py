@@ -32,6 +32,11 @@ class FaceTracker:
         self._max_center_shift = max_center_shift
 
     @property
+    def seen_boxes(self) -> list[Box]:
+        """Boxes of the faces found in the latest frame."""
+        return [t.box for t in self._tracks if t.missed == 0]
+
+    @property
     def live_indices(self) -> set[int]:
         return {t.index for t in self._tracks}
 

@@ -68,3 +68,54 @@ def test_stream_keeps_the_face_index_and_smooths(analyzer, face_photo_bgr) -> No
 
 def test_no_face_gives_an_empty_result(analyzer) -> None:  # type: ignore[no-untyped-def]
     assert analyzer.analyze_image(np.full((360, 640, 3), 127, np.uint8)) == []
+
+
+class _CountingDetector:
+    """The real Haar detector, recording the size of every image it is asked to search."""
+
+    def __init__(self) -> None:
+        from face_core.detect import HaarFaceDetector
+
+        self.inner = HaarFaceDetector()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, gray):  # type: ignore[no-untyped-def]
+        self.shapes.append(gray.shape)
+        return self.inner.detect(gray)
+
+
+def test_stream_searches_the_whole_frame_only_every_nth_frame(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from face_core.analyzer import FaceAnalyzer
+
+    detector = _CountingDetector()
+    tracked = FaceAnalyzer(detector=detector, classifier=analyzer.classifier, full_detect_every=3)
+    frame = np.ascontiguousarray(face_photo_bgr)
+    stream = tracked.new_stream()
+    results = [tracked.analyze_batch([(stream, frame)])[0] for _ in range(6)]
+    full = [s for s in detector.shapes if s == frame.shape[:2]]
+    assert len(full) == 2  # frames 0 and 3
+    assert len(detector.shapes) == 6
+    assert all(s[0] < frame.shape[0] / 2 for s in detector.shapes if s != frame.shape[:2])
+    # The face keeps its index and its box stays on the face found by the full search.
+    assert [[f.face_index for f in faces] for faces in results] == [[0]] * 6
+    first = results[0][0].box
+    assert all(faces[0].box.iou(first) > 0.6 for faces in results)
+    assert all(faces[0].top_emotion == "happy" for faces in results)
+
+
+def test_a_face_that_is_gone_triggers_a_whole_frame_search(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from face_core.analyzer import FaceAnalyzer
+
+    detector = _CountingDetector()
+    tracked = FaceAnalyzer(detector=detector, classifier=analyzer.classifier, full_detect_every=10)
+    stream = tracked.new_stream()
+    frame = np.ascontiguousarray(face_photo_bgr)
+    assert len(tracked.analyze_batch([(stream, frame)])[0]) == 1
+    blank = np.full_like(frame, 128)
+    assert tracked.analyze_batch([(stream, blank)])[0] == []
+    # near search found nothing, so the whole frame was searched too
+    assert detector.shapes[-1] == blank.shape[:2] and len(detector.shapes) == 3
