@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,27 @@ pytestmark = pytest.mark.slow
 LOOPBACK = "127.0.0.1"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ConfbotServer]:
-    server = ConfbotServer(tmp_path, ice_address=LOOPBACK)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConfbotServer]:
+    """`confbot serve` on a new SQLite file, or on a new PostgreSQL database (skipped, saying
+    why, when no PostgreSQL answers)."""
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("postgresql_url"))
+    server = ConfbotServer(tmp_path, ice_address=LOOPBACK, database_url=url)
     server.start()
     yield server
     server.stop()
+
+
+def stored(server: ConfbotServer, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a query on the server's database, whichever it is."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(server.database_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
 
 
 def joined(messages: list[dict[str, Any]]) -> dict[str, str]:
@@ -66,10 +80,9 @@ def test_two_publishers_get_their_emotions_on_the_feed_and_in_sql(
             publisher.terminate()
         feed.close()
     server.stop()
-    with sqlite3.connect(server.db_path) as db:
-        rows = dict(db.execute("SELECT participant_id, COUNT(*) FROM emotion_samples WHERE call_id = ? "
-                               "GROUP BY participant_id", (call["id"],)).fetchall())
-        kinds = [k for (k,) in db.execute("SELECT kind FROM call_events WHERE call_id = ?", (call["id"],))]
+    rows = dict(stored(server, "SELECT participant_id, COUNT(*) FROM emotion_samples WHERE call_id = :c "
+                               "GROUP BY participant_id", c=call["id"]))
+    kinds = [k for (k,) in stored(server, "SELECT kind FROM call_events WHERE call_id = :c", c=call["id"])]
     assert rows.get(ids["Ann"], 0) > 0 and rows.get(ids["Bob"], 0) > 0, rows
     assert kinds.count("participant_joined") == 2 and kinds.count("participant_left") == 2, kinds
     # Every sample the feed showed was stored (the writer flushes on shutdown).
