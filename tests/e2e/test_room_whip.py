@@ -67,6 +67,11 @@ def test_two_publishers_get_their_emotions_on_the_feed_and_in_sql(
         for name, video in videos.items():
             counts = top_emotions(messages, ids[name])
             assert max(counts, key=counts.__getitem__) == video.emotion, (name, counts)
+        audience = feed.wait_for(lambda ms: any(m.get("type") == "audience" and m["participants"] == 2
+                                                for m in ms), timeout_s=10)
+        both = [m for m in audience if m.get("type") == "audience" and m["participants"] == 2][-1]
+        assert both["faces"] >= 2 and abs(sum(both["shares"].values()) - 1) < 0.01
+        assert both["shares"]["happy"] > 0
 
         publishers["Bob"].terminate()
         feed.wait_for(lambda ms: any(m.get("type") == "participant" and m.get("event") == "left"
