@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from face_core.signals import frontal_symmetry
 from face_core.smooth import ScoreSmoother
 from face_core.track import FaceTracker
 from face_core.types import Box
+from tests.support.media import astronaut_face_bgr
 
 
 def one_hot(name: str) -> np.ndarray:
@@ -93,3 +95,12 @@ def test_symmetry_prefers_mirror_symmetric_crops() -> None:
     symmetric = np.concatenate([half, half[:, ::-1]], axis=1)
     assert frontal_symmetry(symmetric) == pytest.approx(1.0)
     assert frontal_symmetry(rng.integers(0, 255, (48, 48), dtype=np.uint8)) < 0.1
+
+
+def test_a_frontal_face_in_side_light_reads_as_attentive() -> None:
+    face = cv2.resize(cv2.cvtColor(astronaut_face_bgr(0.0), cv2.COLOR_BGR2GRAY), (48, 48))
+    lit_from_the_left = np.clip(face * np.linspace(1.3, 0.6, 48)[None, :], 0, 255).astype(np.uint8)
+    assert frontal_symmetry(face) >= 0.8
+    assert frontal_symmetry(lit_from_the_left) >= 0.8
+    # half the face out of its box, as when a head turns away: much less symmetric
+    assert frontal_symmetry(np.roll(face, 16, axis=1)) < 0.3
