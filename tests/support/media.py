@@ -25,22 +25,22 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from confbot import media_synth
+
 REPO = Path(__file__).resolve().parents[2]
-MEDIA_VERSION = 1  # bump when the videos change, so cached copies are rebuilt
+MEDIA_VERSION = 2  # bump when the videos change, so cached copies are rebuilt
 VIDEO_WIDTH = 640
 VIDEO_HEIGHT = 360
 VIDEO_FPS = 15
 VIDEO_SECONDS = 4.0
+BACKGROUND = media_synth.BACKGROUND  # plain mid grey
 FACE_PX = 200
-BACKGROUND = 128  # plain mid grey
-KEYFRAME_INTERVAL = VIDEO_FPS  # one keyframe a second: a late subscriber starts within 1 s
 
 # Where the astronaut's face is in skimage.data.astronaut() (512x512), as found by OpenCV's
 # frontal Haar cascade: x, y, width, height.
@@ -79,78 +79,26 @@ def astronaut_face_bgr(margin: float = 0.35) -> np.ndarray:
     return np.ascontiguousarray(crop)
 
 
-def compose_frames(
-    face_bgr: np.ndarray,
-    *,
-    n_frames: int,
-    width: int = VIDEO_WIDTH,
-    height: int = VIDEO_HEIGHT,
-    face_px: int = FACE_PX,
-    seed: int = 0,
-) -> list[np.ndarray]:
-    """`n_frames` BGR frames: the face scaled to `face_px` high, drifting a few pixels around the
-    centre (a smooth random walk), on a plain grey background."""
-    import cv2
-
-    if face_bgr.ndim != 3 or face_bgr.shape[2] != 3:
-        raise ValueError(f"face_bgr must be HxWx3 BGR, got shape {face_bgr.shape}")
-    scale = face_px / face_bgr.shape[0]
-    face_w = min(width - 20, round(face_bgr.shape[1] * scale))
-    face = cv2.resize(face_bgr, (face_w, face_px), interpolation=cv2.INTER_CUBIC)
-    rng = np.random.default_rng(seed)
-    offset = np.zeros(2)
-    max_shift = 8.0
-    frames = []
-    for _ in range(n_frames):
-        offset = np.clip(offset * 0.8 + rng.normal(0.0, 2.0, size=2), -max_shift, max_shift)
-        x = (width - face_w) // 2 + round(offset[0])
-        y = (height - face_px) // 2 + round(offset[1])
-        frame = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
-        frame[y : y + face_px, x : x + face_w] = face
-        frames.append(frame)
-    return frames
+def compose_frames(face_bgr: np.ndarray, *, n_frames: int, width: int = VIDEO_WIDTH,
+                   height: int = VIDEO_HEIGHT, face_px: int = FACE_PX, seed: int = 0) -> list[np.ndarray]:
+    """`n_frames` BGR frames of one face, `face_px` high, drifting a few pixels around the
+    centre on a plain grey background (confbot.media_synth, with the tests' sizes)."""
+    return media_synth.compose_frames([face_bgr], n_frames=n_frames, width=width, height=height,
+                                      face_px=face_px, seed=seed)
 
 
-def face_video(
-    path: Path,
-    face_bgr: np.ndarray,
-    *,
-    seconds: float = VIDEO_SECONDS,
-    fps: int = VIDEO_FPS,
-    bitrate: int = 800_000,
-) -> Path:
+def face_video(path: Path, face_bgr: np.ndarray, *, seconds: float = VIDEO_SECONDS,
+               fps: int = VIDEO_FPS, bitrate: int = 800_000) -> Path:
     """Encode a short 640x360 VP8 video of `face_bgr` to `path` (IVF) and return `path`.
 
     Nothing is done when `path` already exists, so a per-session cache directory makes the
     encoding happen once. Every second starts with a keyframe.
     """
-    import av
-
     path = Path(path)
     if path.is_file() and path.stat().st_size > 0:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = compose_frames(face_bgr, n_frames=max(1, round(seconds * fps)))
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # concurrent sessions
-    with av.open(str(partial), mode="w", format="ivf") as container:
-        stream = container.add_stream("libvpx", rate=fps)
-        stream.width = VIDEO_WIDTH
-        stream.height = VIDEO_HEIGHT
-        stream.pix_fmt = "yuv420p"
-        stream.bit_rate = bitrate
-        stream.codec_context.gop_size = KEYFRAME_INTERVAL
-        stream.codec_context.time_base = Fraction(1, fps)
-        # The default "good" deadline takes seconds for these few frames on a busy 2-core box;
-        # "realtime" is ten times faster and plenty for a static face on grey.
-        stream.codec_context.options = {"deadline": "realtime", "cpu-used": "4"}
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = index
-            frame.time_base = Fraction(1, fps)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    partial.replace(path)
-    return path
+    return media_synth.encode_vp8(path, frames, fps=fps, bitrate=bitrate, keyframe_interval=fps)
 
 
 # --------------------------------------------------------------------------- pytest fixtures

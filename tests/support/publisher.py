@@ -114,24 +114,9 @@ def looped_track(path: Path) -> Any:
 
 def silent_track() -> Any:
     """A video MediaStreamTrack that never delivers a frame (until it is stopped)."""
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+    from tests.confbot.pipeline.support import SilentTrack
 
-    class SilentVideoTrack(MediaStreamTrack):
-        kind = "video"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._stopped = asyncio.Event()
-
-        async def recv(self) -> Any:
-            await self._stopped.wait()
-            raise MediaStreamError
-
-        def stop(self) -> None:
-            self._stopped.set()
-            super().stop()
-
-    return SilentVideoTrack()
+    return SilentTrack()
 
 
 def _video_track(args: argparse.Namespace) -> Any:
