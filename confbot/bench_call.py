@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -168,14 +169,28 @@ async def _follow(feed_url: str, token: str, pid: int, *, participants: int, war
     return window
 
 
+def _rounded(value: float) -> float:
+    return round(float(value), 1)
+
+
+def _slope_mb_per_min(t_s: np.ndarray, rss_mb: np.ndarray) -> float:
+    if len(rss_mb) < 3 or float(t_s[-1] - t_s[0]) <= 0:
+        return float("nan")
+    return float(np.polyfit(t_s / 60.0, rss_mb, 1)[0])
+
+
 def _figures(window: Window, *, participants: int, seconds: float,
              sample_fps: float) -> dict[str, Any]:
     cpu_s = window.cpu_s
-    lat = np.array(window.latencies_ms) if window.latencies_ms else np.array([np.nan])
+    lat = np.array(window.latencies_ms, dtype=float)
     t = np.array([p[0] for p in window.rss_mb])
     rss = np.array([p[1] for p in window.rss_mb])
     tenth = max(1, len(rss) // 10)
-    slope = float(np.polyfit(t / 60.0, rss, 1)[0]) if len(rss) >= 3 else float("nan")
+    slope = _slope_mb_per_min(t, rss)
+    # Growth while caches and allocator arenas fill up shows in the first half only; a leak
+    # keeps the second half rising too.
+    half = t >= (t[-1] / 2 if len(t) else 0.0)
+    slope_second_half = _slope_mb_per_min(t[half], rss[half])
     return {
         "participants": participants,
         "participants_with_samples": len(window.participants),
@@ -183,13 +198,14 @@ def _figures(window: Window, *, participants: int, seconds: float,
         "sample_fps": sample_fps,
         "samples_per_s": round(window.samples / seconds, 2),
         "expected_samples_per_s": round(participants * sample_fps, 2),
-        "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 1),
-        "latency_ms_p95": round(float(np.nanpercentile(lat, 95)), 1),
-        "latency_ms_max": round(float(np.nanmax(lat)), 1),
+        "latency_ms_p50": _rounded(np.percentile(lat, 50) if lat.size else math.nan),
+        "latency_ms_p95": _rounded(np.percentile(lat, 95) if lat.size else math.nan),
+        "latency_ms_max": _rounded(lat.max() if lat.size else math.nan),
         "cpu_s_per_participant_s": round(cpu_s / (participants * seconds), 4),
         "server_cpu_cores": round(cpu_s / seconds, 2),
         "rss_mb_start": round(float(rss[:tenth].mean()), 1),
         "rss_mb_end": round(float(rss[-tenth:].mean()), 1),
         "rss_mb_peak": round(float(rss.max()), 1),
         "rss_slope_mb_per_min": round(slope, 2),
+        "rss_slope_second_half_mb_per_min": round(slope_second_half, 2),
     }
