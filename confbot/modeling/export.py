@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,19 +66,7 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
 
     if check_faces is None:
         check_faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
-    x = (check_faces.astype(np.float32) / 255.0)[..., None]
-    ref = model(x, training=False).numpy()
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_content=tflite, num_threads=2)
-    inp = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(inp, list(x.shape), strict=False)
-    interp.allocate_tensors()
-    interp.set_tensor(inp, x)
-    interp.invoke()
-    got = interp.get_tensor(interp.get_output_details()[0]["index"])
-    check = ExportCheck(n=len(x), top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
-                        max_abs_diff=float(np.abs(ref - got).max()))
+    check = _parity(model, tflite, (check_faces.astype(np.float32) / 255.0)[..., None])
     if check.top1_agreement < 0.99 or check.max_abs_diff > 1e-3:
         raise ModelError(f"exported model disagrees with the trained one: {check}")
     return check
@@ -132,15 +121,20 @@ def convert_keras_file(h5: Path, out_dir: Path, *, name: str, scale: float, offs
     }
     (out_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     x = np.random.default_rng(0).random((16, size, size, 1)).astype(np.float32) * 2 - 1
+    return _parity(model, tflite, x)
+
+
+def _parity(model: Any, tflite: bytes, x: np.ndarray) -> ExportCheck:
+    """Run `x` through the Keras model and its LiteRT export; how far apart are they?"""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=tflite)
+    ref = model(x, training=False).numpy()
+    interp = Interpreter(model_content=tflite, num_threads=2)
     inp = interp.get_input_details()[0]["index"]
     interp.resize_tensor_input(inp, list(x.shape), strict=False)
     interp.allocate_tensors()
     interp.set_tensor(inp, x)
     interp.invoke()
     got = interp.get_tensor(interp.get_output_details()[0]["index"])
-    ref = model(x, training=False).numpy()
     return ExportCheck(n=len(x), top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
                        max_abs_diff=float(np.abs(ref - got).max()))

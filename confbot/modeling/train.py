@@ -4,7 +4,8 @@ A run lives in one directory: the resolved config, a checkpoint after every epoc
 (`last.keras`, with optimizer state, so `--resume` continues exactly), the best weights by
 validation accuracy (`best.weights.h5`), a CSV history and `run.json` (seed, data hashes,
 command, epochs, wall time). When the run ends, by finishing its epochs or by hitting its
-wall-clock budget, the best weights are exported to the product's runtime.
+wall-clock budget, the best weights are exported to the product's runtime in `export/`
+(`confbot model export RUN --out models` does the same into `models/`).
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             epoch_s = time.monotonic() - self._t0
             state["epochs_done"] = epoch + 1
             state["wall_seconds"] = wall_before + time.monotonic() - started
-            if val_acc > state["best_val_accuracy"]:
+            if val_acc > state["best_val_accuracy"] or not best_path.exists():
                 state["best_val_accuracy"] = val_acc
                 state["best_epoch"] = epoch + 1
                 backbone.save_weights(best_path)
@@ -232,6 +233,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[Epochs()],
         )
+    # However the run ended (all epochs, or the budget), its best epoch leaves ready to ship.
+    from confbot.modeling.export import export_run
+
+    check = export_run(run_dir, run_dir / "export")
+    print(f"exported the best epoch ({state['best_epoch']}, val_acc {state['best_val_accuracy']:.4f}) "
+          f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
+          f"max |diff| {check.max_abs_diff:.2e}", flush=True)
     return best_path
 
 

@@ -1,0 +1,200 @@
+"""`confbot model train/export`: config, schedule, data checks, and small real training runs.
+
+The runs use a tiny network on a synthetic data set (each class a bright square in its own
+place) so that a whole train, resume, budget stop and export takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from confbot.errors import ConfigError, DataError, ModelError
+from confbot.modeling.data import load_face_set
+from confbot.modeling.train import TrainConfig, class_weights, load_train_config, lr_at
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _synthetic(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 7
+    x = rng.integers(0, 60, (n, 48, 48), dtype=np.uint8)
+    for i, label in enumerate(y):
+        r, c = divmod(int(label), 3)
+        x[i, 4 + r * 14 : 14 + r * 14, 4 + c * 14 : 14 + c * 14] = 230
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _tiny_config(tmp_path: Path, **overrides: object) -> TrainConfig:
+    train = _synthetic(tmp_path / "train.npz", 224, seed=1)
+    val = _synthetic(tmp_path / "val.npz", 70, seed=2)
+    return load_train_config(None, {
+        "train_data": str(train), "val_data": str(val), "epochs": 2, "warmup_epochs": 1,
+        "batch_size": 32, "mixed_bfloat16": False, "erase_prob": 0.5,
+        "arch": {"widths": [4, 8], "convs_per_stage": 1, "head_units": 8, "crop_size": 40},
+        **overrides,
+    })
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- config, schedule, class weights -------------------------------------------------------
+
+def test_the_shipped_training_recipe_parses() -> None:
+    cfg = load_train_config(REPO / "training.toml")
+    assert cfg.epochs >= 1 and cfg.arch.crop_size <= cfg.arch.input_size
+    assert cfg.train_data.endswith("training.npz") and cfg.val_data.endswith("publictest.npz")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs = 3\nlearning_rate = 0.1\n", "unknown training settings"),
+    ("[arch]\ndepth = 3\n", r"unknown \[arch\] settings"),
+    ("epochs = 0\n", "must be positive"),
+    ("epochs = [\n", "cannot read training config"),
+])
+def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(path)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, peak_lr=1e-3, min_lr=1e-5)
+    steps = 100
+    warm = [lr_at(s, steps, cfg) for s in range(0, 200)]
+    assert warm == sorted(warm) and warm[-1] == pytest.approx(1e-3)
+    decay = [lr_at(s, steps, cfg) for s in range(200, 1000)]
+    assert decay == sorted(decay, reverse=True)
+    assert lr_at(999, steps, cfg) == pytest.approx(1e-5, abs=1e-7)
+    assert lr_at(600, steps, cfg) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+
+
+def test_class_weights_lift_rare_classes_and_keep_the_mean_loss_scale() -> None:
+    y = np.array([0] * 500 + [1] * 10 + [2] * 490 + [3] * 900 + [4] * 600 + [5] * 400 + [6] * 600)
+    w = class_weights(y, power=0.3)
+    counts = np.bincount(y)
+    assert w[1] > w[0] > w[3]
+    assert float(np.average([w[i] for i in range(7)], weights=counts)) == pytest.approx(1.0)
+    assert list(class_weights(y, power=0.0).values()) == pytest.approx([1.0] * 7)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.zeros((3, 48, 48), np.uint8)}, "expected arrays 'x' and 'y'"),
+    ({"x": np.zeros((3, 48, 48), np.float32), "y": np.zeros(3, int)}, "must be uint8"),
+    ({"x": np.zeros((3, 48, 48), np.uint8), "y": np.zeros(4, int)}, "'y' must have shape"),
+    ({"x": np.zeros((3, 48, 48), np.uint8), "y": np.array([0, 7, 1])}, "integer labels 0..6"),
+    ({"x": np.zeros((0, 48, 48), np.uint8), "y": np.zeros(0, int)}, "N > 0"),
+])
+def test_a_malformed_face_set_is_refused(tmp_path: Path, arrays: dict, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message):
+        load_face_set(path)
+
+
+def test_a_missing_or_unreadable_face_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        load_face_set(tmp_path / "absent.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
+        load_face_set(tmp_path / "junk.npz")
+
+
+# --- real (tiny) training runs -------------------------------------------------------------
+
+def test_train_records_every_epoch_exports_and_is_reproducible(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+    from confbot.vision import load_classifier
+
+    cfg = _tiny_config(tmp_path)
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    train(cfg, run_a, resume=False, command="confbot model train (test)")
+    train(cfg, run_b, resume=False, command="confbot model train (test)")
+
+    state = json.loads((run_a / "run.json").read_text())
+    assert state["epochs_done"] == 2 and 1 <= state["best_epoch"] <= 2
+    assert state["command"] == "confbot model train (test)"
+    assert state["train_sha256"] == load_face_set(Path(cfg.train_data)).sha256
+    assert (run_a / "last.keras").is_file() and (run_a / "best.weights.h5").is_file()
+    rows = _history(run_a)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert max(float(r["val_accuracy"]) for r in rows) == pytest.approx(state["best_val_accuracy"], abs=1e-4)
+    # Same seed, same data, same config: the same numbers.
+    assert [r["loss"] for r in rows] == [r["loss"] for r in _history(run_b)]
+
+    manifest = run_a / "export" / "emotion_cnn.json"
+    recorded = json.loads(manifest.read_text())
+    assert recorded["training"]["best_epoch"] == state["best_epoch"]
+    classifier = load_classifier(manifest, threads=1, flip_tta=False)
+    val = load_face_set(Path(cfg.val_data))
+    scores = classifier.classify(val.x[:8])
+    assert np.asarray(scores).shape == (8, 7)
+    assert np.allclose(np.asarray(scores).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    run = tmp_path / "run"
+    train(_tiny_config(tmp_path, epochs=1), run, resume=False, command="first")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(_tiny_config(tmp_path, epochs=1), run, resume=False, command="again")
+    train(_tiny_config(tmp_path, epochs=3), run, resume=True, command="resumed")
+    state = json.loads((run / "run.json").read_text())
+    assert state["epochs_done"] == 3
+    assert state["resumed"] == [{"command": "resumed", "at_epoch": 1}]
+    assert state["config"]["epochs"] == 3  # the changed config is recorded
+    assert [r["epoch"] for r in _history(run)] == ["1", "2", "3"]
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(_tiny_config(tmp_path), tmp_path / "empty", resume=True, command="x")
+
+
+def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    run = tmp_path / "run"
+    cfg = _tiny_config(tmp_path, epochs=1)
+    train(cfg, run, resume=False, command="first")
+    _synthetic(Path(cfg.train_data), 224, seed=99)
+    with pytest.raises(ConfigError, match="training data changed"):
+        train(dataclasses.replace(cfg, epochs=2), run, resume=True, command="resumed")
+
+
+def test_budget_stops_cleanly_with_the_best_epoch_exported(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    run = tmp_path / "run"
+    train(_tiny_config(tmp_path, epochs=50, budget_minutes=0.001), run, resume=False, command="b")
+    state = json.loads((run / "run.json").read_text())
+    assert state["epochs_done"] == 1
+    assert (run / "export" / "emotion_cnn.tflite").is_file()
+
+
+def test_export_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    from confbot.modeling.export import convert_keras_file, export_run
+
+    with pytest.raises(ModelError, match="not a training run"):
+        export_run(tmp_path, tmp_path / "out")
+    (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n junk")
+    with pytest.raises(ModelError, match="not a loadable Keras model"):
+        convert_keras_file(tmp_path / "model.h5", tmp_path / "out", name="x", scale=1.0, offset=0.0)
+
+
+def test_lr_schedule_has_no_gaps_at_the_warmup_boundary() -> None:
+    cfg = TrainConfig(epochs=5, warmup_epochs=1, peak_lr=2e-3, min_lr=1e-5)
+    before, after = lr_at(9, 10, cfg), lr_at(10, 10, cfg)
+    assert math.isclose(before, after, rel_tol=1e-9)
