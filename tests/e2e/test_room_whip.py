@@ -143,7 +143,8 @@ def test_opt_in_call_analyzes_only_after_consent_and_survives_silent_and_corrupt
         listed = {p["display_name"]: p for p in server.api(
             "GET", f"/api/calls/{call['id']}/participants", call["host_token"]).json()}
         assert not listed["Ann"]["analyzed"] and listed["Bob"]["analyzed"] and listed["Cy"]["analyzed"]
-        # Bob's video has damaged packets: the decoder drops what it cannot use, the rest is analyzed.
+        # Bob's video has a damaged packet every second: the decoder drops what it cannot use,
+        # the rest is analyzed.
         assert max(top_emotions(messages, ids["Bob"]).items(), key=lambda kv: kv[1])[0] == "happy"
 
         given = server.api("POST", f"/api/calls/{call['id']}/participants/{ids['Ann']}/consent",
@@ -165,7 +166,11 @@ def test_opt_in_call_analyzes_only_after_consent_and_survives_silent_and_corrupt
 
 
 def corrupted_copy(source: Path, target: Path) -> Path:
-    """A copy of a VP8 IVF file in which every third inter frame has its bytes scrambled."""
+    """A copy of a VP8 IVF file in which the last inter frame before each keyframe has its bytes
+    scrambled: one damaged packet a second that the decoder must survive. Only frames that the
+    next keyframe replaces are damaged, so the rest of each second decodes cleanly whatever
+    moments the pipeline samples (damage early in a second would spoil the frames after it, and
+    at 2 samples a second the sampled moments can keep landing on those)."""
     import av
     import numpy as np
 
@@ -173,16 +178,18 @@ def corrupted_copy(source: Path, target: Path) -> Path:
     with av.open(str(source)) as src, av.open(str(target), "w", format="ivf") as dst:
         stream_in = src.streams.video[0]
         stream_out = dst.add_stream_from_template(stream_in)
-        for i, packet in enumerate(src.demux(stream_in)):
-            if not packet.size:
-                continue
-            data = bytearray(bytes(packet))
-            if not packet.is_keyframe and i % 3 == 0:
+        packets = [(bytes(p), p.pts, p.dts, p.time_base, p.is_keyframe)
+                   for p in src.demux(stream_in) if p.size]
+        damaged = 0
+        for i, (data, pts, dts, time_base, keyframe) in enumerate(packets):
+            if not keyframe and i + 1 < len(packets) and packets[i + 1][4]:
                 start = min(10, len(data) - 1)
-                data[start:] = rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
-            out = av.Packet(bytes(data))
-            out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
-            out.is_keyframe = packet.is_keyframe
+                data = data[:start] + rng.integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+                damaged += 1
+            out = av.Packet(data)
+            out.pts, out.dts, out.time_base = pts, dts, time_base
+            out.is_keyframe = keyframe
             out.stream = stream_out
             dst.mux(out)
+    assert damaged >= 2, f"{source}: expected several keyframes to damage the frame before"
     return target
