@@ -28,6 +28,7 @@ class ServerConfig:
     port: int = 8000
     api_key: str = ""  # required to create calls when host is not loopback
     public_url: str = ""  # base URL that links are built on; derived from host/port if empty
+    memory_release_s: float = 30.0  # hand freed heap pages back to the OS this often; 0: never
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +179,7 @@ def validate_settings(s: Settings) -> None:
          f"server.host = {s.server.host!r} listens beyond this machine: set server.api_key "
          "(or CONFBOT_API_KEY) so that only you can invite the bot"),
         (1 <= s.server.port <= 65535, "server.port must be 1..65535"),
+        (s.server.memory_release_s >= 0, "server.memory_release_s must be >= 0 (0 turns it off)"),
         (0 < s.pipeline.sample_fps <= 30, "pipeline.sample_fps must be in (0, 30]"),
         (0 < s.pipeline.smoothing <= 1, "pipeline.smoothing must be in (0, 1]"),
         (s.detector.kind in ("haar", "yunet"), "detector.kind must be 'haar' or 'yunet'"),

@@ -43,6 +43,7 @@ from confbot.config import Settings
 from confbot.errors import ConfbotError, StoreError
 from confbot.feed.broker import FeedBroker
 from confbot.media_files import MAX_IMAGE_PIXELS
+from confbot.memory import MemoryReleaser
 from confbot.pipeline.inference import InferenceWorker
 from confbot.rtc.ice import restrict_host_candidates
 from confbot.rtc.whip import WhipIngest
@@ -75,6 +76,7 @@ class Services:
     worker: InferenceWorker
     ingest: WhipIngest
     manager: CallManager
+    memory: MemoryReleaser
 
 
 def build_services(settings: Settings, *, db: Database | None = None) -> Services:
@@ -90,7 +92,8 @@ def build_services(settings: Settings, *, db: Database | None = None) -> Service
                         stun_servers=settings.rtc.stun_servers)
     manager = CallManager(settings=settings, db=db, writer=writer, broker=broker, worker=worker,
                           ingest=ingest)
-    return Services(settings, db, writer, broker, worker, ingest, manager)
+    return Services(settings, db, writer, broker, worker, ingest, manager,
+                    MemoryReleaser(settings.server.memory_release_s))
 
 
 @contextlib.asynccontextmanager
@@ -99,6 +102,7 @@ async def run_services(svc: Services, *, close_db: bool) -> AsyncIterator[Servic
     end every call, flush the writer and close everything."""
     await svc.writer.start()
     await svc.broker.start()
+    svc.memory.start()
     try:
         await svc.manager.recover()
     except StoreError as exc:
@@ -111,6 +115,7 @@ async def run_services(svc: Services, *, close_db: bool) -> AsyncIterator[Servic
         stats = await svc.writer.close()
         await svc.broker.close()
         await svc.worker.close()
+        await svc.memory.close()
         if stats.dropped:
             log.error("%d sample(s) could not be written and were dropped", stats.dropped)
         if close_db:
@@ -349,6 +354,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             "inference": dataclasses.asdict(svc.worker.stats),
             "writer": dataclasses.asdict(svc.writer.stats),
             "samples_out": svc.manager.samples_out,
+            "memory_release": dataclasses.asdict(svc.memory.stats),
         }
 
     @app.exception_handler(ImageError)
