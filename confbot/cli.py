@@ -114,12 +114,15 @@ def model_export(
     run: Annotated[Path, typer.Argument(help="A training run directory.")],
     out: Annotated[Path, typer.Option(help="Where to write the .tflite and its manifest.")] = Path("models"),
     name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
+    quantize: Annotated[str | None, typer.Option(
+        help="float32 or int8 (calibrated on training faces); default: the run's export_quantize.",
+    )] = None,
 ) -> None:
     """Export a run's best weights to LiteRT, checking it agrees with the trained model."""
     from confbot.modeling.export import export_run
 
     try:
-        check = export_run(run, out, name=name)
+        check = export_run(run, out, name=name, quantize=quantize)
     except ConfbotError as exc:
         _fail(exc)
     typer.echo(f"exported {out / name}.tflite: top-1 agreement {check.top1_agreement:.4f}, "

@@ -52,6 +52,7 @@ class TrainConfig:
     class_weight_power: float = 0.3
     mixed_bfloat16: bool = True
     budget_minutes: float = 0.0
+    export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
     arch: ArchitectureConfig = field(default_factory=ArchitectureConfig)
 
 
@@ -76,6 +77,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
         raise ConfigError("epochs, batch_size and peak_lr must be positive")
+    if cfg.export_quantize not in ("float32", "int8"):
+        raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
     return cfg
 
 

@@ -62,6 +62,7 @@ def test_the_shipped_training_recipe_parses() -> None:
     ("[arch]\ndepth = 3\n", r"unknown \[arch\] settings"),
     ("epochs = 0\n", "must be positive"),
     ("epochs = [\n", "cannot read training config"),
+    ('export_quantize = "int4"\n', "export_quantize must be"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -182,6 +183,39 @@ def test_budget_stops_cleanly_with_the_best_epoch_exported(tmp_path: Path) -> No
     state = json.loads((run / "run.json").read_text())
     assert state["epochs_done"] == 1
     assert (run / "export" / "emotion_cnn.tflite").is_file()
+
+
+def test_int8_export_is_calibrated_checked_and_loads_in_the_product(tmp_path: Path) -> None:
+    from confbot.modeling.export import export_run
+    from confbot.modeling.train import train
+    from confbot.vision import load_classifier
+
+    run = tmp_path / "run"
+    cfg = _tiny_config(tmp_path, export_quantize="int8")
+    train(cfg, run, resume=False, command="int8")
+    manifest = json.loads((run / "export" / "emotion_cnn.json").read_text())
+    assert manifest["quantization"] == "int8"
+
+    def dtypes(path: Path) -> set[str]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return {d["dtype"].__name__ for d in Interpreter(model_path=str(path)).get_tensor_details()}
+
+    check = export_run(run, tmp_path / "f32", quantize="float32")
+    assert check.top1_agreement >= 0.99
+    assert json.loads((tmp_path / "f32" / "emotion_cnn.json").read_text())["quantization"] == "float32"
+    assert "int8" in dtypes(run / "export" / "emotion_cnn.tflite")
+    assert "int8" not in dtypes(tmp_path / "f32" / "emotion_cnn.tflite")
+
+    val = load_face_set(Path(cfg.val_data))
+    int8 = np.asarray(load_classifier(run / "export" / "emotion_cnn.json", threads=1,
+                                      flip_tta=True).classify(val.x[:16]))
+    f32 = np.asarray(load_classifier(tmp_path / "f32" / "emotion_cnn.json", threads=1,
+                                     flip_tta=True).classify(val.x[:16]))
+    assert int8.shape == (16, 7)
+    assert np.abs(int8 - f32).max() < 0.5
+    with pytest.raises(ModelError, match="quantize must be one of"):
+        export_run(run, tmp_path / "x", quantize="int4")
 
 
 def test_export_refuses_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
