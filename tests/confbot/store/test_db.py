@@ -76,6 +76,19 @@ def test_in_memory_sqlite_is_shared_across_threads() -> None:
         assert seen and seen[0] > 0
 
 
+def test_pool_reuses_the_most_recently_returned_connection(db_url: str) -> None:
+    # One warm connection (and its page cache) serves sequential work; a FIFO pool would
+    # rotate through all of them and fill a cache in each.
+    with Database.from_url(db_url) as db:
+        held = [db.engine.connect() for _ in range(3)]
+        ids = [id(conn.connection.dbapi_connection) for conn in held]
+        for conn in held:
+            conn.close()
+        for _ in range(3):
+            with db.engine.connect() as conn:
+                assert id(conn.connection.dbapi_connection) == ids[-1]
+
+
 def test_mask_url_hides_passwords() -> None:
     assert mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
