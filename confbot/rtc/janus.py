@@ -57,6 +57,7 @@ from aiortc.mediastreams import MediaStreamError
 from confbot.errors import ConnectorError
 from confbot.rtc.card import BotCardTrack
 from confbot.rtc.janus_http import Event, JanusError, JanusSession
+from confbot.rtc.sdp import without_receiver_estimation
 from confbot.rtc.simulcast import SimulcastTrack
 
 logger = logging.getLogger(__name__)
@@ -379,7 +380,8 @@ class JanusConnector:
         tracks: list[MediaStreamTrack] = []
         pc.on("track", lambda track: tracks.append(track) if track.kind == "video" else None)
         pc.on("connectionstatechange", lambda: self._on_pc_state(feed, pc))
-        await pc.setRemoteDescription(RTCSessionDescription(attached.jsep["sdp"], attached.jsep["type"]))
+        await pc.setRemoteDescription(RTCSessionDescription(
+            without_receiver_estimation(attached.jsep["sdp"]), attached.jsep["type"]))
         await pc.setLocalDescription(await pc.createAnswer())
         await session.send(feed.handle_id, {"request": "start"}, _jsep(pc))
         if not tracks:

@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from confbot.errors import ConfbotError, InputError
+from confbot.rtc.sdp import without_receiver_estimation
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class WhipIngest:
                 await self._leave(call, publisher, f"connection {pc.connectionState}")
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(without_receiver_estimation(offer_sdp), "offer"))
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
                     transceiver.direction = "recvonly"

@@ -62,6 +62,9 @@ async def test_a_publisher_is_received_then_leaves_once(loopback_ice: None) -> N
     try:
         session = await ingest.publish("c1", sdp, display_name=" Ann\x07 ", consent=True)
         assert session.display_name == "Ann" and session.consent
+        # No receiver-side bandwidth estimation: the answer drops abs-send-time (and REMB).
+        assert "abs-send-time" in sdp
+        assert "abs-send-time" not in session.answer_sdp and "goog-remb" not in session.answer_sdp
         assert ingest.session_of("c1", session.participant_id) == session
         await pc.setRemoteDescription(RTCSessionDescription(session.answer_sdp, "answer"))
         await asyncio.wait_for(rec.frame.wait(), 20)
