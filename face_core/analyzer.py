@@ -25,6 +25,8 @@ class FaceStream:
     tracker: FaceTracker
     smoother: ScoreSmoother
     frames: int = field(default=0)
+    # Which of the frames (frames + phase, modulo full_detect_every) get a whole-frame search.
+    phase: int = field(default=0)
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,19 @@ class FaceAnalyzer:
         self._max_side_px = max_side_px
         self._still_max_side_px = still_max_side_px
         self._full_detect_every = full_detect_every
+        self._streams_made = 0
 
     @property
     def classifier(self) -> EmotionClassifier:
         return self._classifier
 
     def new_stream(self) -> FaceStream:
-        return FaceStream(FaceTracker(), ScoreSmoother(self._smoothing))
+        """State for one more stream. Streams take turns for their whole-frame searches
+        (round-robin phases), so tracks that started together do not all search in the same
+        batch: that batch would take `full_detect_every` times as long as the others."""
+        phase = self._streams_made % self._full_detect_every
+        self._streams_made += 1
+        return FaceStream(FaceTracker(), ScoreSmoother(self._smoothing), phase=phase)
 
     def detect(self, gray: np.ndarray, max_side_px: int | None = None) -> list[Detection]:
         small, scale = downscale(gray, max_side_px or self._max_side_px)
@@ -85,7 +93,7 @@ class FaceAnalyzer:
         searched; in between, only the neighbourhood of each face already tracked, which is
         several times cheaper and is how a face that stays is followed."""
         previous = stream.tracker.seen_boxes
-        if previous and stream.frames % self._full_detect_every != 0:
+        if previous and (stream.frames + stream.phase) % self._full_detect_every != 0:
             found = [self._detect_near(gray, box) for box in previous]
             if all(d is not None for d in found):
                 return [d for d in found if d is not None]

@@ -105,6 +105,25 @@ def test_stream_searches_the_whole_frame_only_every_nth_frame(analyzer, face_pho
     assert all(faces[0].top_emotion == "happy" for faces in results)
 
 
+def test_streams_take_turns_for_whole_frame_searches(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from face_core.analyzer import FaceAnalyzer
+
+    detector = _CountingDetector()
+    tracked = FaceAnalyzer(detector=detector, classifier=analyzer.classifier, full_detect_every=3)
+    frame = np.ascontiguousarray(face_photo_bgr)
+    streams = [tracked.new_stream() for _ in range(3)]
+    full_per_batch = []
+    for _ in range(7):
+        before = len(detector.shapes)
+        batch = tracked.analyze_batch([(stream, frame) for stream in streams])
+        assert [len(faces) for faces in batch] == [1, 1, 1]
+        full_per_batch.append(sum(s == frame.shape[:2] for s in detector.shapes[before:]))
+    # All three search the first frame whole (nothing tracked yet), then one stream per batch.
+    assert full_per_batch == [3, 1, 1, 1, 1, 1, 1]
+
+
 def test_a_face_that_is_gone_triggers_a_whole_frame_search(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
