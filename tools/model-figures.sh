@@ -28,14 +28,15 @@ $bin/confbot model evaluate "$test" --json --no-flip-tta > "$out/shipped_no_tta.
 $bin/confbot model evaluate "$test" --json --no-flip-tta \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
 names="shipped_flip_tta shipped_no_tta fer_mini_xception"
-if [ -n "$previous" ]; then
-  $bin/confbot model evaluate "$test" --json --model "$previous" > "$out/previous_flip_tta.json"
-  names="$names previous_flip_tta"
-fi
-if [ -n "$float32" ]; then
-  $bin/confbot model evaluate "$test" --json --model "$float32" > "$out/float32_flip_tta.json"
-  names="$names float32_flip_tta"
-fi
+# Another model's manifest, measured as shipped (with the flip), if one was given.
+other() {
+  if [ -n "$2" ]; then
+    $bin/confbot model evaluate "$test" --json --model "$2" > "$out/$1.json"
+    names="$names $1"
+  fi
+}
+other previous_flip_tta "$previous"
+other float32_flip_tta "$float32"
 $bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
 for f in $names; do
   python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'])"

@@ -75,23 +75,21 @@ class Database:
         psycopg 3. Raises `StoreError` for a URL that cannot be parsed or names another driver.
         """
         parsed = _parse_url(url)
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        # The pool hands out the most recently returned connection first, so sequential work
+        # (the writer) keeps reusing one warm connection: with SQLite, one page cache (2 MB by
+        # default) fills instead of one in every pooled connection in turn.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True, "pool_use_lifo": True}
         if parsed.get_backend_name() == "sqlite":
             database = parsed.database or ""
             if database in ("", ":memory:"):
                 # One shared connection: the writer's worker threads must see the same memory db.
+                del kwargs["pool_use_lifo"]  # a StaticPool has no order to choose
                 kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-            else:
-                # The most recently used connection is handed out first, so the writer keeps
-                # one warm page cache (SQLite's default 2 MB each) instead of filling one in
-                # every pooled connection in turn: the server's memory settles in a minute.
-                kwargs["pool_use_lifo"] = True
-                if not database.startswith("file:"):
-                    _make_parent_dir(Path(database), parsed)
+            elif not database.startswith("file:"):
+                _make_parent_dir(Path(database), parsed)
             engine = create_engine(parsed, **kwargs)
             _configure_sqlite(engine, busy_timeout_ms=sqlite_busy_timeout_ms)
         else:
-            kwargs["pool_use_lifo"] = True
             if "connect_timeout" not in parsed.query:
                 kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
             engine = create_engine(parsed, **kwargs)
