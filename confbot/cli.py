@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -21,12 +22,19 @@ app.add_typer(model_app, name="model")
 app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings TOML.")]
+TtaOpt = Annotated[Optional[str], typer.Option(
+    help="Test-time augmentation: none, flip or ten-crop (default: the setting model.tta).")]
 
 
-def _settings(config: Path | None) -> Any:
-    from confbot.config import load_settings
+def _settings(config: Path | None, *, tta: str | None = None) -> Any:
+    """The settings from `config` (and the environment), with `--tta` applied if given."""
+    from confbot.config import load_settings, validate_settings
 
-    return load_settings(config)
+    settings = load_settings(config)
+    if tta is not None:
+        settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, tta=tta))
+        validate_settings(settings)
+    return settings
 
 
 def _fail(exc: Exception) -> None:
@@ -59,6 +67,7 @@ def analyze(
     annotate: Annotated[Optional[Path], typer.Option(
         help="Write the input with labelled boxes here (a directory for several inputs).")] = None,
     fps: Annotated[float, typer.Option(help="Frames per second sampled from videos.")] = 2.0,
+    tta: TtaOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Print one JSON object per face found in each image, or per sampled video frame."""
@@ -68,7 +77,7 @@ def analyze(
     if fps <= 0:
         _fail(ValueError(f"--fps must be positive, got {fps}"))
     try:
-        settings = _settings(config)
+        settings = _settings(config, tta=tta)
         failures = run_analyze(paths, lambda: build_analyzer(settings), annotate=annotate,
                                sample_fps=fps, out=sys.stdout)
     except ConfbotError as exc:
@@ -83,8 +92,7 @@ def model_evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     model: Annotated[Optional[Path], typer.Option(help="Model manifest (default: shipped).")] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
-    flip_tta: Annotated[Optional[bool], typer.Option(
-        "--flip-tta/--no-flip-tta", help="Override the setting model.flip_tta.")] = None,
+    tta: TtaOpt = None,
     confusion_png: Annotated[Optional[Path], typer.Option(help="Save a confusion-matrix picture.")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -94,10 +102,9 @@ def model_evaluate(
     from confbot.vision import load_classifier, resolve_manifest
 
     try:
-        settings = _settings(config)
+        settings = _settings(config, tta=tta)
         manifest = model or resolve_manifest(settings.model.manifest)
-        tta = settings.model.flip_tta if flip_tta is None else flip_tta
-        classifier = load_classifier(manifest, threads=threads, flip_tta=tta)
+        classifier = load_classifier(manifest, threads=threads, tta=settings.model.tta)
         result = evaluate(classifier, load_face_set(data), threads=threads)
     except ConfbotError as exc:
         _fail(exc)
@@ -156,6 +163,7 @@ def bench_face_cmd(
     faces_per_frame: Annotated[int, typer.Option(help="Faces in each frame.")] = 2,
     seconds: Annotated[float, typer.Option(help="Minimum time per stage.")] = 3.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    tta: TtaOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Detect and classify on 640x360 frames with faces: frames/s and ms/frame per stage."""
@@ -166,7 +174,7 @@ def bench_face_cmd(
     if not 1 <= faces_per_frame <= 4 or frames < 1:
         _fail(ValueError("--faces-per-frame must be 1..4 and --frames positive"))
     try:
-        analyzer = build_analyzer(_settings(config))
+        analyzer = build_analyzer(_settings(config, tta=tta))
         face_set = load_face_set(faces)
     except ConfbotError as exc:
         _fail(exc)

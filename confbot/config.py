@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from confbot.errors import ConfigError
+from face_core.classify import TTA_VIEWS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn.json"
@@ -40,7 +41,9 @@ class DatabaseConfig:
 class ModelConfig:
     manifest: str = str(DEFAULT_MODEL_MANIFEST)
     threads: int = 1
-    flip_tta: bool = True  # average the scores of the face and its mirror image
+    # Test-time augmentation, the views whose scores are averaged: "none", "flip" (the face
+    # and its mirror image) or "ten-crop" (ten shifted and mirrored crops, 5x flip's cost).
+    tta: str = "flip"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +189,7 @@ def validate_settings(s: Settings) -> None:
         (s.detector.kind != "yunet" or bool(s.detector.yunet_model),
          "detector.kind = 'yunet' needs detector.yunet_model (path to the ONNX file)"),
         (s.model.threads >= 1, "model.threads must be >= 1"),
+        (s.model.tta in TTA_VIEWS, f"model.tta must be one of {sorted(TTA_VIEWS)}"),
         (s.detector.full_detect_every >= 1, "detector.full_detect_every must be >= 1"),
         (s.store.batch_size >= 1, "store.batch_size must be >= 1"),
         (s.store.buffer_max_samples >= s.store.batch_size,

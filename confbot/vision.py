@@ -19,7 +19,7 @@ from face_core import (
 
 
 def load_classifier(manifest_path: Path, *, threads: int = 1,
-                    flip_tta: bool = False) -> EmotionClassifier:
+                    tta: str = "none") -> EmotionClassifier:
     """The classifier described by the manifest at `manifest_path` (model file beside it)."""
     try:
         raw = json.loads(manifest_path.read_text())
@@ -34,7 +34,7 @@ def load_classifier(manifest_path: Path, *, threads: int = 1,
             content = model_path.read_bytes()
         except OSError as exc:
             raise ModelError(f"{model_path}: model file not readable ({exc})") from exc
-        return EmotionClassifier(content, manifest, threads=threads, flip_tta=flip_tta)
+        return EmotionClassifier(content, manifest, threads=threads, tta=tta)
     except ArtifactError as exc:
         raise ModelError(str(exc)) from exc
 
@@ -59,7 +59,7 @@ def resolve_manifest(path: str) -> Path:
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
     classifier = load_classifier(resolve_manifest(settings.model.manifest), threads=settings.model.threads,
-                                 flip_tta=settings.model.flip_tta)
+                                 tta=settings.model.tta)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,
                         max_side_px=settings.detector.max_side_px,

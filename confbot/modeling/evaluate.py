@@ -22,7 +22,7 @@ class Evaluation:
     ms_per_face: float
     ms_per_face_batch1: float
     threads: int
-    flip_tta: bool
+    tta: str
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,7 +31,7 @@ class Evaluation:
             "confusion_matrix": self.confusion, "classes": list(EMOTIONS),
             "ms_per_face": round(self.ms_per_face, 3),
             "ms_per_face_batch1": round(self.ms_per_face_batch1, 3),
-            "threads": self.threads, "flip_tta": self.flip_tta,
+            "threads": self.threads, "tta": self.tta,
         }
 
 
@@ -72,7 +72,7 @@ def evaluate(classifier: EmotionClassifier, data: FaceSet, *, threads: int) -> E
         n=len(data), accuracy=float((preds == data.y).mean()), per_class_recall=recall,
         confusion=confusion.tolist(), ms_per_face=time_per_face(classifier, faces, 8),
         ms_per_face_batch1=time_per_face(classifier, faces, 1), threads=threads,
-        flip_tta=classifier.flip_tta,
+        tta=classifier.tta,
     )
 
 
@@ -83,7 +83,7 @@ def format_report(ev: Evaluation) -> str:
     lines.append("          " + "".join(f"{e[:7]:>8}" for e in EMOTIONS))
     for e, row in zip(EMOTIONS, ev.confusion, strict=True):
         lines.append(f"  {e:<8}" + "".join(f"{v:>8}" for v in row))
-    tta = ", with flip TTA" if ev.flip_tta else ""
+    tta = f", test-time augmentation {ev.tta!r}" if ev.tta != "none" else ""
     lines.append(f"ms per face: {ev.ms_per_face:.3f} (batch 8), {ev.ms_per_face_batch1:.3f} "
                  f"(batch 1); {ev.threads} thread(s){tta}")
     return "\n".join(lines)

@@ -38,6 +38,19 @@ def test_analyze_a_real_face_photo_and_annotate(face_photo_path: Path, tmp_path:
     assert not np.array_equal(drawn, cv2.imread(str(face_photo_path)))
 
 
+def test_analyze_with_each_tta_setting(face_photo_path: Path) -> None:
+    scores = {}
+    for tta in ("none", "flip", "ten-crop"):
+        res = run("analyze", str(face_photo_path), "--tta", tta)
+        assert res.returncode == 0, res.stderr
+        (face,) = records(res.stdout)
+        assert face["top_emotion"] == "happy"
+        scores[tta] = face["scores"]
+    assert scores["none"] != scores["ten-crop"]  # the setting reaches the classifier
+    res = run("analyze", str(face_photo_path), "--tta", "all")
+    assert res.returncode == 2 and "model.tta must be one of" in res.stderr
+
+
 @pytest.mark.parametrize("variant", ["gray", "rgba", "16bit"])
 def test_analyze_accepts_gray_rgba_and_16_bit_images(
     variant: str, face_photo_bgr: np.ndarray, tmp_path: Path
@@ -167,6 +180,14 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
                                                "surprise", "neutral"}
     assert 0 < result["ms_per_face"] < 50
     assert sum(map(sum, result["confusion_matrix"])) == 200
+    assert result["tta"] == "flip"  # the product's default
+
+    res = run("model", "evaluate", str(small), "--json", "--tta", "ten-crop")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tta"] == "ten-crop"
+    res = run("model", "evaluate", str(small), "--tta", "twelve-crop")
+    assert res.returncode == 2
+    assert "model.tta must be one of" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_model_evaluate_refuses_a_bad_npz(tmp_path: Path) -> None:
@@ -184,3 +205,19 @@ def test_bench_face_reports_stage_speeds(publictest_path: Path) -> None:
     result = json.loads(res.stdout)
     assert result["faces_per_frame"] > 0.5
     assert result["fps"] > 0 and result["detect_ms_per_frame"] > 0
+
+
+def test_the_tta_setting_is_validated(tmp_path: Path) -> None:
+    from confbot.config import load_settings
+    from confbot.errors import ConfigError
+
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\ntta = "ten-crop"\n')
+    assert load_settings(config, env={}).model.tta == "ten-crop"
+    assert load_settings(None, env={}).model.tta == "flip"
+    config.write_text("[model]\nflip_tta = true\n")
+    with pytest.raises(ConfigError, match="flip_tta"):
+        load_settings(config, env={})
+    config.write_text('[model]\ntta = "mirror"\n')
+    with pytest.raises(ConfigError, match=r"model\.tta must be one of"):
+        load_settings(config, env={})

@@ -140,7 +140,7 @@ def test_train_records_every_epoch_exports_and_is_reproducible(tmp_path: Path) -
     manifest = run_a / "export" / "emotion_cnn.json"
     recorded = json.loads(manifest.read_text())
     assert recorded["training"]["best_epoch"] == state["best_epoch"]
-    classifier = load_classifier(manifest, threads=1, flip_tta=False)
+    classifier = load_classifier(manifest, threads=1, tta="none")
     val = load_face_set(Path(cfg.val_data))
     scores = classifier.classify(val.x[:8])
     assert np.asarray(scores).shape == (8, 7)
@@ -209,9 +209,9 @@ def test_int8_export_is_calibrated_checked_and_loads_in_the_product(tmp_path: Pa
 
     val = load_face_set(Path(cfg.val_data))
     int8 = np.asarray(load_classifier(run / "export" / "emotion_cnn.json", threads=1,
-                                      flip_tta=True).classify(val.x[:16]))
+                                      tta="flip").classify(val.x[:16]))
     f32 = np.asarray(load_classifier(tmp_path / "f32" / "emotion_cnn.json", threads=1,
-                                     flip_tta=True).classify(val.x[:16]))
+                                     tta="flip").classify(val.x[:16]))
     assert int8.shape == (16, 7)
     assert np.abs(int8 - f32).max() < 0.5
     with pytest.raises(ModelError, match="quantize must be one of"):

@@ -30,14 +30,42 @@ def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
         load_classifier(tmp_path / "missing.json")
 
 
-def test_classifier_gives_probabilities_and_flip_tta_is_mirror_invariant() -> None:
-    clf = load_classifier(DEFAULT_MODEL_MANIFEST, flip_tta=True)
+@pytest.mark.parametrize("tta", ["flip", "ten-crop"])
+def test_classifier_gives_probabilities_and_its_tta_is_mirror_invariant(tta: str) -> None:
+    clf = load_classifier(DEFAULT_MODEL_MANIFEST, tta=tta)
     faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     probs = clf.classify(faces)
     assert probs.shape == (5, 7)
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert np.allclose(clf.classify(faces[:, :, ::-1].copy()), probs, atol=1e-5)
     assert clf.classify(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+
+
+def test_ten_crop_averages_its_views_face_by_face() -> None:
+    from face_core.classify import TTA_VIEWS, _view
+
+    faces = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    single = load_classifier(DEFAULT_MODEL_MANIFEST, tta="none")
+    by_view = [single.classify(_view(faces[..., None], v)[..., 0].copy())
+               for v in TTA_VIEWS["ten-crop"]]
+    expected = np.mean(by_view, axis=0)
+    got = load_classifier(DEFAULT_MODEL_MANIFEST, tta="ten-crop").classify(faces)
+    # Within 1e-3: the int8 model's scores sum to 1 only to within its 1/256 output steps, and
+    # the single-view classifier renormalises each view before they are averaged.
+    assert np.allclose(got, expected, atol=1e-3)
+    assert not np.allclose(by_view[0], by_view[1], atol=1e-3)  # the views do differ
+
+
+def test_a_view_is_a_shifted_crop_with_replicated_edges() -> None:
+    from face_core.classify import _view
+
+    x = np.arange(48 * 48, dtype=np.float32).reshape(1, 48, 48, 1)
+    right_down = _view(x, (2, 2, False))
+    assert np.array_equal(right_down[0, :-2, :-2], x[0, 2:, 2:])
+    assert np.array_equal(right_down[0, -1, -1], x[0, -1, -1])  # edge replicated
+    assert np.array_equal(_view(x, (0, 0, True))[0], x[0, :, ::-1])
+    with pytest.raises(ValueError, match="tta must be one of"):
+        load_classifier(DEFAULT_MODEL_MANIFEST, tta="twelve-crop")
 
 
 def test_classifier_beats_chance_clearly_on_publictest(publictest_path: Path) -> None:
