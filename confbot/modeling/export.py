@@ -1,6 +1,8 @@
 """Exporting trained weights to the runtime the product ships (LiteRT), with a manifest.
 
 The export is checked: the LiteRT model must agree with the Keras model it came from.
+Beside the model lies the float32 network it came from (`<name>.weights.h5`), so that a later
+run can start from it (`init_weights`) instead of from random weights.
 
 `quantize="int8"` writes a fully integer model (weights and activations int8, float input
 and output, so nothing else changes), calibrated on faces from the training set. On CPUs
@@ -81,6 +83,8 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / f"{name}.tflite"
     model_path.write_bytes(tflite)
+    weights_path = out_dir / f"{name}.weights.h5"
+    backbone.save_weights(weights_path)
     manifest = {
         "file": model_path.name,
         "sha256": hashlib.sha256(tflite).hexdigest(),
@@ -90,6 +94,8 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
         "classes": list(EMOTIONS),
         "crop_margin": crop_margin,
         "quantization": quantize,
+        "weights": {"file": weights_path.name,
+                    "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest()},
         "architecture": {"widths": list(arch.widths), "crop_size": arch.crop_size,
                          "convs_per_stage": arch.convs_per_stage, "head_units": arch.head_units},
         **(extra or {}),
@@ -134,7 +140,7 @@ def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
         calibration = train_x[np.sort(pick)]
     extra = {"training": {k: state[k] for k in (
         "command", "train_sha256", "val_sha256", "epochs_done", "best_epoch",
-        "best_val_accuracy", "wall_seconds") if k in state}}
+        "best_val_accuracy", "wall_seconds", "init_weights_sha256") if k in state}}
     return export_litert(weights, cfg.arch, out_dir, name=name, check_faces=val.x[:512],
                          extra=extra, quantize=quantize, calibration_faces=calibration)
 

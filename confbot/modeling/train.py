@@ -11,6 +11,7 @@ wall-clock budget, the best weights are exported to the product's runtime in `ex
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -53,6 +54,9 @@ class TrainConfig:
     mixed_bfloat16: bool = True
     budget_minutes: float = 0.0
     export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
+    # Backbone weights to start from (an export's `emotion_cnn.weights.h5`): a new schedule
+    # from a trained network, a warm restart, instead of from random weights.
+    init_weights: str = ""
     arch: ArchitectureConfig = field(default_factory=ArchitectureConfig)
 
 
@@ -154,6 +158,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         }
         (run_dir / "config.json").write_text(json.dumps(state["config"], indent=2))
         backbone = build_backbone(cfg.arch)
+        if cfg.init_weights:
+            state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights))
         model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob)
         model.compile(
             optimizer=keras.optimizers.AdamW(
@@ -244,6 +250,17 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
           f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
           f"max |diff| {check.max_abs_diff:.2e}", flush=True)
     return best_path
+
+
+def _load_init_weights(backbone: Any, path: Path) -> str:
+    """Load `path` into `backbone`; its sha256, for the run's record."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        backbone.load_weights(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"init_weights {path}: cannot start from these weights ({exc}); "
+                          "they must come from a network with the same [arch]") from exc
+    return digest
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from confbot.errors import ConfigError, DataError, ModelError
+from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.data import load_face_set
 from confbot.modeling.train import TrainConfig, class_weights, load_train_config, lr_at
 
@@ -162,6 +164,51 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     assert [r["epoch"] for r in _history(run)] == ["1", "2", "3"]
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(_tiny_config(tmp_path), tmp_path / "empty", resume=True, command="x")
+
+
+def _trainable(arch: ArchitectureConfig, weights: Path | None) -> list[np.ndarray]:
+    """The trainable arrays of a network, loaded from `weights` (None: freshly initialised)."""
+    from confbot.modeling.architecture import build_backbone
+
+    backbone = build_backbone(arch)
+    if weights is not None:
+        backbone.load_weights(weights)
+    return [np.asarray(w) for w in backbone.trainable_weights]
+
+
+def test_a_run_can_start_from_an_exports_weights(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    first, arch = tmp_path / "first", _tiny_config(tmp_path).arch
+    train(_tiny_config(tmp_path), first, resume=False, command="first")
+    weights = first / "export" / "emotion_cnn.weights.h5"
+    manifest = json.loads((first / "export" / "emotion_cnn.json").read_text())
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert manifest["weights"] == {"file": weights.name, "sha256": digest}
+
+    # A learning rate of ~0 keeps the network where it started: the first run's best epoch.
+    second = tmp_path / "second"
+    train(_tiny_config(tmp_path, epochs=1, peak_lr=1e-12, min_lr=1e-12, init_weights=str(weights)),
+          second, resume=False, command="second")
+    state = json.loads((second / "run.json").read_text())
+    assert state["init_weights_sha256"] == digest
+    started, trained = _trainable(arch, weights), _trainable(arch, second / "best.weights.h5")
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(started, trained, strict=True))
+    assert not all(np.allclose(a, b, atol=1e-3) for a, b in zip(started, _trainable(arch, None),
+                                                              strict=True))
+    exported = json.loads((second / "export" / "emotion_cnn.json").read_text())
+    assert exported["training"]["init_weights_sha256"] == digest
+
+    wider = _tiny_config(tmp_path, init_weights=str(weights), arch={"widths": [8, 16],
+                         "convs_per_stage": 1, "head_units": 8, "crop_size": 40})
+    with pytest.raises(ConfigError, match="same \\[arch\\]"):
+        train(wider, tmp_path / "wider", resume=False, command="wider")
+    junk = tmp_path / "junk.weights.h5"
+    junk.write_bytes(b"not hdf5")
+    for bad in (junk, tmp_path / "missing.weights.h5"):
+        with pytest.raises(ConfigError, match="cannot start from these weights"):
+            train(_tiny_config(tmp_path, init_weights=str(bad)), tmp_path / bad.stem, resume=False,
+                  command="bad")
 
 
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
