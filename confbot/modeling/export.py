@@ -140,7 +140,7 @@ def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
         calibration = train_x[np.sort(pick)]
     extra = {"training": {k: state[k] for k in (
         "command", "train_sha256", "val_sha256", "epochs_done", "best_epoch",
-        "best_val_accuracy", "wall_seconds", "init_weights_sha256") if k in state}}
+        "best_val_accuracy", "wall_seconds", "init_weights_sha256", "teacher") if k in state}}
     return export_litert(weights, cfg.arch, out_dir, name=name, check_faces=val.x[:512],
                          extra=extra, quantize=quantize, calibration_faces=calibration)
 

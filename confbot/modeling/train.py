@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from confbot.errors import ConfigError
+from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.data import FaceSet, load_face_set
+from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,14 @@ class TrainConfig:
     # Backbone weights to start from (an export's `emotion_cnn.weights.h5`): a new schedule
     # from a trained network, a warm restart, instead of from random weights.
     init_weights: str = ""
+    # Distillation: a teacher model's manifest (LiteRT, e.g. models/emotion_cnn.json) whose
+    # scores on each training face, averaged over its `teacher_tta` views, are mixed into the
+    # targets: (1 - distill_weight) * label + distill_weight * teacher scores, the scores first
+    # softened by `distill_temperature` (p ** (1 / T), renormalised). Computed once per run.
+    teacher: str = ""
+    teacher_tta: str = "ten-crop"
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     arch: ArchitectureConfig = field(default_factory=ArchitectureConfig)
 
 
@@ -83,6 +92,10 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError("epochs, batch_size and peak_lr must be positive")
     if cfg.export_quantize not in ("float32", "int8"):
         raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
+    if cfg.teacher_tta not in TTA_VIEWS:
+        raise ConfigError(f"teacher_tta must be one of {sorted(TTA_VIEWS)}, got {cfg.teacher_tta!r}")
+    if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
+        raise ConfigError("distill_weight must be in [0, 1] and distill_temperature positive")
     return cfg
 
 
@@ -101,6 +114,29 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         return cfg.peak_lr * (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
     return cfg.min_lr + 0.5 * (cfg.peak_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def distill_targets(y: np.ndarray, teacher: np.ndarray, weight: float,
+                    temperature: float) -> np.ndarray:
+    """One-hot labels `y` mixed with the teacher's (N, 7) scores, softened by `temperature`."""
+    soft = np.power(np.clip(teacher, 1e-8, None), 1.0 / temperature)
+    soft /= soft.sum(axis=1, keepdims=True)
+    onehot = np.eye(len(EMOTIONS), dtype=np.float32)[y]
+    return ((1 - weight) * onehot + weight * soft).astype(np.float32)
+
+
+def teacher_scores(manifest: Path, tta: str, faces: np.ndarray) -> tuple[np.ndarray, str]:
+    """The teacher's scores for `faces` (uint8 (N, 48, 48)) and its model's sha256."""
+    from confbot.modeling.evaluate import resize_faces
+    from confbot.vision import load_classifier
+
+    try:
+        classifier = load_classifier(manifest, threads=2, tta=tta)
+    except ModelError as exc:
+        raise ConfigError(f"teacher: {exc}") from exc
+    x = resize_faces(faces, classifier.input_size)
+    scores = np.concatenate([classifier.classify(x[i:i + 256]) for i in range(0, len(x), 256)])
+    return scores, classifier.manifest.sha256
 
 
 def _as_input(x: np.ndarray) -> np.ndarray:
@@ -177,6 +213,16 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
     x_train = _as_input(train_set.x)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
+    if cfg.teacher:
+        scores, teacher_sha = teacher_scores(Path(cfg.teacher), cfg.teacher_tta, train_set.x)
+        if resume and state.get("teacher", {}).get("sha256") not in (None, teacher_sha):
+            raise ConfigError("--resume: the teacher model changed since the run started")
+        agreement = float((scores.argmax(1) == train_set.y).mean())
+        state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4)}
+        print(f"teacher {cfg.teacher} ({cfg.teacher_tta}): {agreement:.4f} of the training "
+              f"labels; targets mixed in with weight {cfg.distill_weight}", flush=True)
+        y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
+                                  cfg.distill_temperature)
     x_val = _as_input(val_set.x)
     weights = class_weights(train_set.y, cfg.class_weight_power)
     started = time.monotonic()

@@ -19,7 +19,13 @@ import pytest
 from confbot.errors import ConfigError, DataError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.data import load_face_set
-from confbot.modeling.train import TrainConfig, class_weights, load_train_config, lr_at
+from confbot.modeling.train import (
+    TrainConfig,
+    class_weights,
+    distill_targets,
+    load_train_config,
+    lr_at,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,12 +71,27 @@ def test_the_shipped_training_recipe_parses() -> None:
     ("epochs = 0\n", "must be positive"),
     ("epochs = [\n", "cannot read training config"),
     ('export_quantize = "int4"\n', "export_quantize must be"),
+    ('teacher_tta = "all"\n', "teacher_tta must be one of"),
+    ("distill_weight = 1.5\n", r"distill_weight must be in \[0, 1\]"),
+    ("distill_temperature = 0\n", "distill_temperature positive"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_train_config(path)
+
+
+def test_distillation_targets_mix_labels_with_softened_teacher_scores() -> None:
+    y = np.array([0, 3])
+    teacher = np.array([[0.1, 0.0, 0.0, 0.9, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.6, 0.4, 0.0, 0.0]])
+    assert np.allclose(distill_targets(y, teacher, 0.0, 1.0), np.eye(7)[y])
+    assert np.allclose(distill_targets(y, teacher, 1.0, 1.0), teacher, atol=1e-6)
+    half = distill_targets(y, teacher, 0.5, 1.0)
+    assert np.allclose(half[0, [0, 3]], [0.55, 0.45], atol=1e-6)
+    assert np.allclose(half.sum(1), 1)
+    soft = distill_targets(y, teacher, 1.0, 2.0)  # T = 2: sqrt, renormalised
+    assert np.allclose(soft[1, [3, 4]], np.sqrt([0.6, 0.4]) / np.sqrt([0.6, 0.4]).sum(), atol=1e-3)
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
@@ -209,6 +230,32 @@ def test_a_run_can_start_from_an_exports_weights(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="cannot start from these weights"):
             train(_tiny_config(tmp_path, init_weights=str(bad)), tmp_path / bad.stem, resume=False,
                   command="bad")
+
+
+def test_a_run_distills_from_a_teacher_model_and_records_it(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    teachers = []
+    for name, seed in (("t1", 1), ("t2", 2)):
+        train(_tiny_config(tmp_path, seed=seed, epochs=1), tmp_path / name, resume=False,
+              command=name)
+        teachers.append(tmp_path / name / "export" / "emotion_cnn.json")
+    student = tmp_path / "student"
+    cfg = _tiny_config(tmp_path, epochs=1, teacher=str(teachers[0]), teacher_tta="flip",
+                       distill_weight=0.7)
+    train(cfg, student, resume=False, command="student")
+    state = json.loads((student / "run.json").read_text())
+    assert state["teacher"]["sha256"] == json.loads(teachers[0].read_text())["sha256"]
+    assert 0 <= state["teacher"]["train_accuracy"] <= 1
+    exported = json.loads((student / "export" / "emotion_cnn.json").read_text())
+    assert exported["training"]["teacher"] == state["teacher"]
+
+    with pytest.raises(ConfigError, match="teacher model changed"):
+        train(dataclasses.replace(cfg, epochs=2, teacher=str(teachers[1])), student,
+              resume=True, command="resumed")
+    with pytest.raises(ConfigError, match=r"teacher: .*not found"):
+        train(dataclasses.replace(cfg, teacher=str(tmp_path / "none.json")), tmp_path / "x",
+              resume=False, command="x")
 
 
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
