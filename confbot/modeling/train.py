@@ -224,7 +224,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)
     x_val = _as_input(val_set.x)
+    # Per-face weights from the true labels: Keras' class_weight would go by each target's
+    # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
+    sample_weight = np.array([weights[int(c)] for c in train_set.y], np.float32)
     started = time.monotonic()
     wall_before = float(state["wall_seconds"])
     budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
@@ -283,7 +286,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             batch_size=cfg.batch_size,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
-            class_weight=weights,
+            sample_weight=sample_weight,
             shuffle=True,
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[Epochs()],
