@@ -43,6 +43,13 @@ def resize_faces(x: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in x])
 
 
+def classify_all(classifier: EmotionClassifier, faces: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """(N, 7) scores for uint8 faces of any square size, resized to the model's, in chunks."""
+    faces = resize_faces(faces, classifier.input_size)
+    return np.concatenate([classifier.classify(faces[i:i + chunk])
+                           for i in range(0, len(faces), chunk)])
+
+
 def time_per_face(classifier: EmotionClassifier, faces: np.ndarray, batch: int,
                   min_seconds: float = 2.0) -> float:
     """Median milliseconds per face over repeated calls on batches of `batch` faces."""
@@ -59,9 +66,7 @@ def time_per_face(classifier: EmotionClassifier, faces: np.ndarray, batch: int,
 
 def evaluate(classifier: EmotionClassifier, data: FaceSet, *, threads: int) -> Evaluation:
     faces = resize_faces(data.x, classifier.input_size)
-    preds = np.concatenate([
-        classifier.classify(faces[i:i + 64]).argmax(1) for i in range(0, len(faces), 64)
-    ])
+    preds = classify_all(classifier, faces).argmax(1)
     k = len(EMOTIONS)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (data.y, preds), 1)

@@ -24,6 +24,7 @@ import numpy as np
 
 from confbot.errors import ModelError
 from confbot.modeling.architecture import ArchitectureConfig
+from confbot.modeling.data import file_sha256
 from face_core.emotions import EMOTIONS
 
 # Haar boxes are tighter than FER2013's framing; growing them by this share of their size
@@ -94,8 +95,7 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
         "classes": list(EMOTIONS),
         "crop_margin": crop_margin,
         "quantization": quantize,
-        "weights": {"file": weights_path.name,
-                    "sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest()},
+        "weights": {"file": weights_path.name, "sha256": file_sha256(weights_path)},
         "architecture": {"widths": list(arch.widths), "crop_size": arch.crop_size,
                          "convs_per_stage": arch.convs_per_stage, "head_units": arch.head_units},
         **(extra or {}),

@@ -11,7 +11,6 @@ wall-clock budget, the best weights are exported to the product's runtime in `ex
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ import numpy as np
 
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.data import FaceSet, load_face_set
+from confbot.modeling.data import FaceSet, file_sha256, load_face_set
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
 
@@ -127,16 +126,14 @@ def distill_targets(y: np.ndarray, teacher: np.ndarray, weight: float,
 
 def teacher_scores(manifest: Path, tta: str, faces: np.ndarray) -> tuple[np.ndarray, str]:
     """The teacher's scores for `faces` (uint8 (N, 48, 48)) and its model's sha256."""
-    from confbot.modeling.evaluate import resize_faces
+    from confbot.modeling.evaluate import classify_all
     from confbot.vision import load_classifier
 
     try:
         classifier = load_classifier(manifest, threads=2, tta=tta)
     except ModelError as exc:
         raise ConfigError(f"teacher: {exc}") from exc
-    x = resize_faces(faces, classifier.input_size)
-    scores = np.concatenate([classifier.classify(x[i:i + 256]) for i in range(0, len(x), 256)])
-    return scores, classifier.manifest.sha256
+    return classify_all(classifier, faces, chunk=256), classifier.manifest.sha256
 
 
 def _as_input(x: np.ndarray) -> np.ndarray:
@@ -227,7 +224,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     # Per-face weights from the true labels: Keras' class_weight would go by each target's
     # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
-    sample_weight = np.array([weights[int(c)] for c in train_set.y], np.float32)
+    sample_weight = np.array([weights[c] for c in range(len(EMOTIONS))], np.float32)[train_set.y]
     started = time.monotonic()
     wall_before = float(state["wall_seconds"])
     budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
@@ -304,7 +301,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 def _load_init_weights(backbone: Any, path: Path) -> str:
     """Load `path` into `backbone`; its sha256, for the run's record."""
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         backbone.load_weights(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"init_weights {path}: cannot start from these weights ({exc}); "
