@@ -57,11 +57,13 @@ class TrainConfig:
     # Backbone weights to start from (an export's `emotion_cnn.weights.h5`): a new schedule
     # from a trained network, a warm restart, instead of from random weights.
     init_weights: str = ""
-    # Distillation: a teacher model's manifest (LiteRT, e.g. models/emotion_cnn.json) whose
-    # scores on each training face, averaged over its `teacher_tta` views, are mixed into the
-    # targets: (1 - distill_weight) * label + distill_weight * teacher scores, the scores first
-    # softened by `distill_temperature` (p ** (1 / T), renormalised). Computed once per run.
-    teacher: str = ""
+    # Distillation: a teacher whose scores on each training face are mixed into the targets:
+    # (1 - distill_weight) * label + distill_weight * teacher scores, the scores first softened
+    # by `distill_temperature` (p ** (1 / T), renormalised). A teacher is a LiteRT manifest
+    # (e.g. models/emotion_cnn.json), scored here over its `teacher_tta` views, or a scores file
+    # made elsewhere (see `load_scores_file`); a list of them is an ensemble whose scores are
+    # averaged. Computed once per run.
+    teacher: str | tuple[str, ...] = ""
     teacher_tta: str = "ten-crop"
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
@@ -86,6 +88,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"unknown [arch] settings: {sorted(set(arch_raw) - arch_known)}")
     if "widths" in arch_raw:
         arch_raw["widths"] = tuple(arch_raw["widths"])
+    if isinstance(raw.get("teacher"), list):
+        raw["teacher"] = tuple(raw["teacher"])
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
         raise ConfigError("epochs, batch_size and peak_lr must be positive")
@@ -124,6 +128,11 @@ def distill_targets(y: np.ndarray, teacher: np.ndarray, weight: float,
     return ((1 - weight) * onehot + weight * soft).astype(np.float32)
 
 
+def teacher_paths(cfg: TrainConfig) -> list[Path]:
+    teachers = [cfg.teacher] if isinstance(cfg.teacher, str) else list(cfg.teacher)
+    return [Path(t) for t in teachers if t]
+
+
 def teacher_scores(manifest: Path, tta: str, faces: np.ndarray) -> tuple[np.ndarray, str]:
     """The teacher's scores for `faces` (uint8 (N, 48, 48)) and its model's sha256."""
     from confbot.modeling.evaluate import classify_all
@@ -134,6 +143,42 @@ def teacher_scores(manifest: Path, tta: str, faces: np.ndarray) -> tuple[np.ndar
     except ModelError as exc:
         raise ConfigError(f"teacher: {exc}") from exc
     return classify_all(classifier, faces, chunk=256), classifier.manifest.sha256
+
+
+def load_scores_file(path: Path, train_set: FaceSet) -> tuple[np.ndarray, str]:
+    """A teacher's scores computed elsewhere (say, by a network trained on another machine).
+
+    The file is an `.npz` with `scores`, float (N, 7) probabilities in `EMOTIONS` order for the
+    N faces of the training set in file order, and `train_sha256`, the sha256 of that
+    training file, so scores cannot be paired with the wrong faces. Returns the scores and the
+    file's sha256.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            scores = np.asarray(data["scores"], np.float32)
+            made_for = str(data["train_sha256"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"teacher: {path} is not a scores file with `scores` and "
+                          f"`train_sha256` ({exc})") from exc
+    if made_for != train_set.sha256:
+        raise ConfigError(f"teacher: {path} holds scores for another training file "
+                          f"(sha256 {made_for[:16]}..., this one {train_set.sha256[:16]}...)")
+    if scores.shape != (len(train_set), len(EMOTIONS)):
+        raise ConfigError(f"teacher: {path} holds scores of shape {scores.shape}, expected "
+                          f"({len(train_set)}, {len(EMOTIONS)})")
+    if not np.isfinite(scores).all() or (scores < 0).any() or \
+            not np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        raise ConfigError(f"teacher: {path}: each row of `scores` must be probabilities "
+                          "summing to 1")
+    return scores, file_sha256(path)
+
+
+def ensemble_scores(teachers: list[Path], tta: str,
+                    train_set: FaceSet) -> tuple[np.ndarray, list[str]]:
+    """The teachers' scores on the training faces, averaged, and each teacher's sha256."""
+    results = [load_scores_file(t, train_set) if t.suffix == ".npz"
+               else teacher_scores(t, tta, train_set.x) for t in teachers]
+    return np.mean([r[0] for r in results], axis=0), [r[1] for r in results]
 
 
 def _as_input(x: np.ndarray) -> np.ndarray:
@@ -210,13 +255,17 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
     x_train = _as_input(train_set.x)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
-    if cfg.teacher:
-        scores, teacher_sha = teacher_scores(Path(cfg.teacher), cfg.teacher_tta, train_set.x)
+    teachers = teacher_paths(cfg)
+    if teachers:
+        scores, shas = ensemble_scores(teachers, cfg.teacher_tta, train_set)
+        # One teacher is recorded by its sha256, an ensemble by the list (in config order).
+        teacher_sha: str | list[str] = shas[0] if len(shas) == 1 else shas
         if resume and state.get("teacher", {}).get("sha256") not in (None, teacher_sha):
             raise ConfigError("--resume: the teacher model changed since the run started")
         agreement = float((scores.argmax(1) == train_set.y).mean())
         state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4)}
-        print(f"teacher {cfg.teacher} ({cfg.teacher_tta}): {agreement:.4f} of the training "
+        names = ", ".join(str(t) for t in teachers)
+        print(f"teacher {names} ({cfg.teacher_tta}): {agreement:.4f} of the training "
               f"labels; targets mixed in with weight {cfg.distill_weight}", flush=True)
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)

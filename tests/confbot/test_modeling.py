@@ -258,6 +258,49 @@ def test_a_run_distills_from_a_teacher_model_and_records_it(tmp_path: Path) -> N
               resume=False, command="x")
 
 
+def test_a_teacher_can_be_a_scores_file_or_an_ensemble(tmp_path: Path) -> None:
+    from confbot.modeling.data import file_sha256, load_face_set
+    from confbot.modeling.train import train
+
+    cfg = _tiny_config(tmp_path, epochs=1, distill_weight=0.5)
+    faces = load_face_set(Path(cfg.train_data))
+    right = tmp_path / "right.npz"  # a teacher that always agrees with the labels
+    np.savez(right, scores=np.eye(7, dtype=np.float32)[faces.y], train_sha256=faces.sha256)
+    train(dataclasses.replace(cfg, teacher=str(right)), tmp_path / "file", resume=False,
+          command="file")
+    state = json.loads((tmp_path / "file" / "run.json").read_text())
+    assert state["teacher"] == {"sha256": file_sha256(right), "train_accuracy": 1.0}
+
+    wrong = tmp_path / "wrong.npz"  # ... and one that never does: the ensemble is split
+    np.savez(wrong, scores=np.eye(7, dtype=np.float32)[(faces.y + 1) % 7],
+             train_sha256=faces.sha256)
+    (tmp_path / "ens.toml").write_text(f'teacher = ["{right}", "{wrong}"]\n')
+    listed = load_train_config(tmp_path / "ens.toml")
+    assert listed.teacher == (str(right), str(wrong))
+    train(dataclasses.replace(cfg, teacher=listed.teacher), tmp_path / "ens", resume=False,
+          command="ensemble")
+    state = json.loads((tmp_path / "ens" / "run.json").read_text())
+    assert state["teacher"]["sha256"] == [file_sha256(right), file_sha256(wrong)]
+    with pytest.raises(ConfigError, match="teacher model changed"):
+        train(dataclasses.replace(cfg, epochs=2, teacher=str(right)), tmp_path / "ens",
+              resume=True, command="resumed")
+
+    bad = {
+        "other-data.npz": (np.eye(7)[faces.y], "0" * 64, "another training file"),
+        "short.npz": (np.eye(7)[faces.y[:-1]], faces.sha256, "shape"),
+        "not-probs.npz": (np.full((len(faces), 7), 0.5), faces.sha256, "probabilities"),
+    }
+    for name, (scores, sha, message) in bad.items():
+        np.savez(tmp_path / name, scores=scores, train_sha256=sha)
+        with pytest.raises(ConfigError, match=message):
+            train(dataclasses.replace(cfg, teacher=str(tmp_path / name)), tmp_path / name[:-4],
+                  resume=False, command=name)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="not a scores file"):
+        train(dataclasses.replace(cfg, teacher=str(tmp_path / "junk.npz")), tmp_path / "junk",
+              resume=False, command="junk")
+
+
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
     from confbot.modeling.train import train
 
