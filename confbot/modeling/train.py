@@ -88,8 +88,12 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"unknown [arch] settings: {sorted(set(arch_raw) - arch_known)}")
     if "widths" in arch_raw:
         arch_raw["widths"] = tuple(arch_raw["widths"])
-    if isinstance(raw.get("teacher"), list):
-        raw["teacher"] = tuple(raw["teacher"])
+    teacher = raw.get("teacher", "")
+    if isinstance(teacher, list):
+        raw["teacher"] = teacher = tuple(teacher)
+    if not isinstance(teacher, str) and not (
+            isinstance(teacher, tuple) and all(isinstance(t, str) and t for t in teacher)):
+        raise ConfigError(f"teacher must be a path or a list of paths, got {teacher!r}")
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
         raise ConfigError("epochs, batch_size and peak_lr must be positive")

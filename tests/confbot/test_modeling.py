@@ -72,6 +72,8 @@ def test_the_shipped_training_recipe_parses() -> None:
     ("epochs = [\n", "cannot read training config"),
     ('export_quantize = "int4"\n', "export_quantize must be"),
     ('teacher_tta = "all"\n', "teacher_tta must be one of"),
+    ("teacher = 5\n", "teacher must be a path or a list of paths"),
+    ('teacher = ["a.json", 5]\n', "teacher must be a path or a list of paths"),
     ("distill_weight = 1.5\n", r"distill_weight must be in \[0, 1\]"),
     ("distill_temperature = 0\n", "distill_temperature positive"),
 ])
@@ -281,6 +283,9 @@ def test_a_teacher_can_be_a_scores_file_or_an_ensemble(tmp_path: Path) -> None:
           command="ensemble")
     state = json.loads((tmp_path / "ens" / "run.json").read_text())
     assert state["teacher"]["sha256"] == [file_sha256(right), file_sha256(wrong)]
+    # Averaged, each face's two classes tie and argmax takes the lower index: the label,
+    # except for neutral (6), whose "wrong" class is angry (0).
+    assert state["teacher"]["train_accuracy"] == round(float((faces.y != 6).mean()), 4)
     with pytest.raises(ConfigError, match="teacher model changed"):
         train(dataclasses.replace(cfg, epochs=2, teacher=str(right)), tmp_path / "ens",
               resume=True, command="resumed")
