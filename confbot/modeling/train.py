@@ -54,9 +54,12 @@ class TrainConfig:
     mixed_bfloat16: bool = True
     budget_minutes: float = 0.0
     export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
-    # Backbone weights to start from (an export's `emotion_cnn.weights.h5`): a new schedule
-    # from a trained network, a warm restart, instead of from random weights.
+    # Backbone weights to start from: a new schedule from a trained network, a warm restart,
+    # instead of from random weights. Either an export's `emotion_cnn.weights.h5` (same [arch])
+    # or its manifest `emotion_cnn.json`, whose recorded architecture may be narrower than
+    # [arch]: the network is then widened without changing its scores (see `widen`).
     init_weights: str = ""
+    init_noise: float = 0.01  # symmetry-breaking noise on widened copies (x kernel std)
     # Distillation: a teacher whose scores on each training face are mixed into the targets:
     # (1 - distill_weight) * label + distill_weight * teacher scores, the scores first softened
     # by `distill_temperature` (p ** (1 / T), renormalised). A teacher is a LiteRT manifest
@@ -101,6 +104,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
     if cfg.teacher_tta not in TTA_VIEWS:
         raise ConfigError(f"teacher_tta must be one of {sorted(TTA_VIEWS)}, got {cfg.teacher_tta!r}")
+    if cfg.init_noise < 0:
+        raise ConfigError(f"init_noise must be zero or positive, got {cfg.init_noise!r}")
     if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
         raise ConfigError("distill_weight must be in [0, 1] and distill_temperature positive")
     return cfg
@@ -241,7 +246,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         (run_dir / "config.json").write_text(json.dumps(state["config"], indent=2))
         backbone = build_backbone(cfg.arch)
         if cfg.init_weights:
-            state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights))
+            state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
+                                                              cfg)
         model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob)
         model.compile(
             optimizer=keras.optimizers.AdamW(
@@ -351,14 +357,53 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     return best_path
 
 
-def _load_init_weights(backbone: Any, path: Path) -> str:
-    """Load `path` into `backbone`; its sha256, for the run's record."""
+def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:
+    """Load `path` (weights, or a manifest naming them) into `backbone`; the weights' sha256."""
+    if path.suffix == ".json":
+        return _load_widened(backbone, path, cfg)
     try:
         digest = file_sha256(path)
         backbone.load_weights(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"init_weights {path}: cannot start from these weights ({exc}); "
-                          "they must come from a network with the same [arch]") from exc
+                          "they must come from a network with the same [arch], or name the "
+                          "manifest beside them to widen a narrower one") from exc
+    return digest
+
+
+def _load_widened(backbone: Any, manifest: Path, cfg: TrainConfig) -> str:
+    """Start `backbone` from the float32 weights an export manifest names, widened to [arch]."""
+    import dataclasses
+
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.widen import check_widenable, widen_backbone
+
+    try:
+        meta = json.loads(manifest.read_text())
+        arch_meta, weights_meta = meta["architecture"], meta["weights"]
+        src_arch = dataclasses.replace(
+            cfg.arch, widths=tuple(int(w) for w in arch_meta["widths"]),
+            convs_per_stage=int(arch_meta["convs_per_stage"]),
+            head_units=int(arch_meta["head_units"]))
+        weights = manifest.parent / str(weights_meta["file"])
+        digest = file_sha256(weights)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"init_weights {manifest}: not an export manifest with its float32 "
+                          f"weights beside it ({type(exc).__name__}: {exc})") from exc
+    if digest != weights_meta.get("sha256"):
+        raise ConfigError(f"init_weights {manifest}: {weights.name} does not match the sha256 "
+                          "the manifest records")
+    check_widenable(src_arch, cfg.arch)
+    src = build_backbone(src_arch)
+    try:
+        src.load_weights(weights)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"init_weights {manifest}: {weights.name} does not fit the "
+                          f"architecture the manifest records ({exc})") from exc
+    widen_backbone(src, backbone, src_arch, cfg.arch, seed=cfg.seed, noise=cfg.init_noise)
+    if src_arch != cfg.arch:
+        print(f"init_weights: widened {list(src_arch.widths)} head {src_arch.head_units} -> "
+              f"{list(cfg.arch.widths)} head {cfg.arch.head_units}", flush=True)
     return digest
 
 

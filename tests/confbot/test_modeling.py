@@ -234,6 +234,103 @@ def test_a_run_can_start_from_an_exports_weights(tmp_path: Path) -> None:
                   command="bad")
 
 
+def _random_backbone(arch: ArchitectureConfig, seed: int):  # type: ignore[no-untyped-def]
+    """A backbone with random weights and random batch-norm statistics (none left at 0/1)."""
+    import keras
+
+    from confbot.modeling.architecture import build_backbone
+
+    keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(seed)
+    net = build_backbone(arch)
+    net.set_weights([rng.uniform(0.01, 0.05, w.shape).astype(np.float32) if "variance" in v.path
+                     else rng.normal(0, 0.3, w.shape).astype(np.float32)
+                     for v, w in zip(net.weights, net.get_weights(), strict=True)])
+    return net
+
+
+def test_widening_keeps_the_scores_and_refuses_anything_but_wider() -> None:
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.widen import widen_backbone
+
+    narrow = ArchitectureConfig(widths=(4, 8), convs_per_stage=2, head_units=6, crop_size=40)
+    wide = dataclasses.replace(narrow, widths=(7, 16), head_units=11)
+    src = _random_backbone(narrow, seed=3)
+    rng = np.random.default_rng(4)
+    faces = (rng.uniform(0, 1, (16, 40, 40, 1)) * rng.uniform(0, 1, (16, 1, 1, 1))).astype(
+        np.float32)
+    before = src.predict(faces, verbose=0)
+    assert before.std(axis=0).min() > 1e-3  # the scores depend on the face
+    dst = build_backbone(wide)
+    widen_backbone(src, dst, narrow, wide, seed=0)
+    assert dst.get_layer("s1_conv1").get_weights()[0].shape == (3, 3, 16, 16)
+    assert np.allclose(dst.predict(faces, verbose=0), before, atol=1e-5)
+    # Noise breaks the symmetry of the copies, and only nudges the scores.
+    widen_backbone(src, dst, narrow, wide, seed=0, noise=0.05)
+    noisy = dst.predict(faces, verbose=0)
+    assert not np.allclose(noisy, before, atol=1e-5) and np.allclose(noisy, before, atol=0.1)
+
+    for bad, message in [
+        (dataclasses.replace(narrow, widths=(4, 4)), "cannot narrow"),
+        (dataclasses.replace(narrow, head_units=5), "cannot narrow"),
+        (dataclasses.replace(narrow, widths=(4, 8, 16)), "only the widths may change"),
+        (dataclasses.replace(narrow, convs_per_stage=1), "only the widths may change"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            widen_backbone(src, build_backbone(bad), narrow, bad, seed=0)
+
+
+def test_a_run_can_start_from_a_narrower_export_widened(tmp_path: Path) -> None:
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.train import _load_init_weights, train
+
+    first = tmp_path / "first"
+    train(_tiny_config(tmp_path), first, resume=False, command="first")
+    export = first / "export"
+    manifest = export / "emotion_cnn.json"
+    digest = hashlib.sha256((export / "emotion_cnn.weights.h5").read_bytes()).hexdigest()
+    narrow_arch = _tiny_config(tmp_path).arch
+    narrow = build_backbone(narrow_arch)
+    narrow.load_weights(export / "emotion_cnn.weights.h5")
+
+    wide_cfg = _tiny_config(tmp_path, init_weights=str(manifest), init_noise=0.0, arch={
+        "widths": [6, 12], "convs_per_stage": 1, "head_units": 10, "crop_size": 40})
+    wide = build_backbone(wide_cfg.arch)
+    assert _load_init_weights(wide, manifest, wide_cfg) == digest
+    faces = (load_face_set(Path(wide_cfg.val_data)).x[:, 4:44, 4:44, None] / 255).astype(np.float32)
+    assert np.allclose(wide.predict(faces, verbose=0), narrow.predict(faces, verbose=0), atol=1e-5)
+
+    run = tmp_path / "wide"
+    train(dataclasses.replace(wide_cfg, epochs=1), run, resume=False, command="wide")
+    assert json.loads((run / "run.json").read_text())["init_weights_sha256"] == digest
+    assert json.loads((run / "export" / "emotion_cnn.json").read_text())["architecture"][
+        "widths"] == [6, 12]
+
+    # A manifest whose weights are missing, altered, or unreadable; a narrower target.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    meta = json.loads(manifest.read_text())
+    (broken / "emotion_cnn.json").write_text(json.dumps(meta))
+    (broken / "junk.json").write_text("{not json")
+    (broken / "other.weights.h5").write_bytes(b"not hdf5")
+    (broken / "altered.json").write_text(json.dumps(
+        {**meta, "weights": {"file": "other.weights.h5", "sha256": "0" * 64}}))
+    (broken / "unreadable.json").write_text(json.dumps({**meta, "weights": {
+        "file": "other.weights.h5", "sha256": hashlib.sha256(b"not hdf5").hexdigest()}}))
+    for name, message in [("emotion_cnn.json", "float32 weights beside it"),
+                          ("junk.json", "not an export manifest"),
+                          ("altered.json", "does not match the sha256"),
+                          ("unreadable.json", "does not fit the architecture")]:
+        with pytest.raises(ConfigError, match=message):
+            _load_init_weights(build_backbone(wide_cfg.arch), broken / name, wide_cfg)
+    narrower = _tiny_config(tmp_path, init_weights=str(manifest), arch={
+        "widths": [2, 8], "convs_per_stage": 1, "head_units": 8, "crop_size": 40})
+    with pytest.raises(ConfigError, match="cannot narrow"):
+        _load_init_weights(build_backbone(narrower.arch), manifest, narrower)
+    with pytest.raises(ConfigError, match="init_noise"):
+        _tiny_config(tmp_path, init_noise=-1.0)
+
+
 def test_a_run_distills_from_a_teacher_model_and_records_it(tmp_path: Path) -> None:
     from confbot.modeling.train import train
 
