@@ -47,6 +47,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     erase_prob: float = 0.5
+    # Random shift for a network that sees the whole face ([arch] crop_size = input_size);
+    # a smaller crop is shifted by where the random crop falls instead.
+    shift_pixels: int = 4
     # Class weight = (mean count / class count) ** class_weight_power: 0 ignores imbalance,
     # 1 fully balances it. A small power lifts `disgust` (1.5% of Training) without
     # giving up overall accuracy.
@@ -104,6 +107,12 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
     if cfg.teacher_tta not in TTA_VIEWS:
         raise ConfigError(f"teacher_tta must be one of {sorted(TTA_VIEWS)}, got {cfg.teacher_tta!r}")
+    if not 8 <= cfg.arch.crop_size <= cfg.arch.input_size:
+        raise ConfigError(f"[arch] crop_size must be between 8 and input_size "
+                          f"({cfg.arch.input_size}), got {cfg.arch.crop_size}")
+    if not isinstance(cfg.shift_pixels, int) or not 0 <= cfg.shift_pixels < cfg.arch.input_size // 2:
+        raise ConfigError(f"shift_pixels must be between 0 and {cfg.arch.input_size // 2 - 1}, "
+                          f"got {cfg.shift_pixels!r}")
     if cfg.init_noise < 0:
         raise ConfigError(f"init_noise must be zero or positive, got {cfg.init_noise!r}")
     if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
@@ -248,7 +257,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         if cfg.init_weights:
             state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
                                                               cfg)
-        model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob)
+        model = build_training_model(backbone, cfg.arch, seed=cfg.seed,
+                                     erase_prob=cfg.erase_prob, shift_pixels=cfg.shift_pixels)
         model.compile(
             optimizer=keras.optimizers.AdamW(
                 learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay

@@ -76,6 +76,11 @@ def test_the_shipped_training_recipe_parses() -> None:
     ('teacher = ["a.json", 5]\n', "teacher must be a path or a list of paths"),
     ("distill_weight = 1.5\n", r"distill_weight must be in \[0, 1\]"),
     ("distill_temperature = 0\n", "distill_temperature positive"),
+    ("[arch]\ncrop_size = 50\n", "crop_size must be between 8 and input_size"),
+    ("[arch]\ncrop_size = 4\n", "crop_size must be between 8 and input_size"),
+    ("shift_pixels = -1\n", "shift_pixels must be between 0 and 23"),
+    ("shift_pixels = 24\n", "shift_pixels must be between 0 and 23"),
+    ("shift_pixels = 2.5\n", "shift_pixels must be between 0 and 23"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -169,6 +174,41 @@ def test_train_records_every_epoch_exports_and_is_reproducible(tmp_path: Path) -
     val = load_face_set(Path(cfg.val_data))
     scores = classifier.classify(val.x[:8])
     assert np.asarray(scores).shape == (8, 7)
+    assert np.allclose(np.asarray(scores).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_a_whole_face_network_is_shifted_by_at_most_shift_pixels(tmp_path: Path) -> None:
+    from confbot.modeling.architecture import build_backbone, build_training_model
+    from confbot.modeling.train import train
+    from confbot.vision import load_classifier
+
+    arch = ArchitectureConfig(widths=(4, 8), convs_per_stage=1, head_units=8, crop_size=48)
+    model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0,
+                                 shift_pixels=4)
+    layer_names = [layer.name for layer in model.layers]
+    assert "aug_shift" in layer_names and "aug_crop" not in layer_names
+    faces = np.zeros((64, 48, 48, 1), np.float32)
+    faces[:, 20:28, 20:28] = 1.0  # a square whose centre of mass is (23.5, 23.5)
+    shifted = np.asarray(model.get_layer("aug_shift")(faces, training=True))
+    rows, cols = np.indices((48, 48))
+    mass = shifted[..., 0].sum(axis=(1, 2))
+    dy = (shifted[..., 0] * rows).sum(axis=(1, 2)) / mass - 23.5
+    dx = (shifted[..., 0] * cols).sum(axis=(1, 2)) / mass - 23.5
+    assert np.abs(dy).max() <= 4.01 and np.abs(dx).max() <= 4.01
+    assert np.abs(dy).max() > 2 and np.abs(dx).max() > 2  # it does move them
+    assert np.array_equal(np.asarray(model.get_layer("aug_shift")(faces, training=False)), faces)
+    unshifted = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0,
+                                     shift_pixels=0)
+    assert "aug_shift" not in [layer.name for layer in unshifted.layers]
+
+    # A whole run at that size: trained, exported and loaded by the product.
+    cfg = _tiny_config(tmp_path, arch={"widths": [4, 8], "convs_per_stage": 1,
+                                       "head_units": 8, "crop_size": 48})
+    train(cfg, tmp_path / "run", resume=False, command="confbot model train (test)")
+    manifest = tmp_path / "run" / "export" / "emotion_cnn.json"
+    assert json.loads(manifest.read_text())["architecture"]["crop_size"] == 48
+    scores = load_classifier(manifest, threads=1, tta="flip").classify(
+        load_face_set(Path(cfg.val_data)).x[:8])
     assert np.allclose(np.asarray(scores).sum(axis=1), 1.0, atol=1e-4)
 
 
