@@ -116,6 +116,33 @@ def model_evaluate(
         typer.echo(format_report(result))
 
 
+@model_app.command("scores")
+def model_scores(
+    data: Annotated[Path, typer.Argument(help="Faces to score (.npz with x and y), usually Training.")],
+    model: Annotated[list[Path], typer.Option(
+        help="Model manifest or scores .npz; repeat it for an ensemble, whose scores are averaged.")],
+    out: Annotated[Path, typer.Option(help="The .npz to write: a teacher for `model train`.")],
+    tta: Annotated[str, typer.Option(help="Views averaged per model: none, flip or ten-crop.")] = "ten-crop",
+) -> None:
+    """Score faces once with a model or an ensemble and save a teacher file for `model train`."""
+    from confbot.errors import ConfigError
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.train import ensemble_scores, write_scores_file
+    from face_core.classify import TTA_VIEWS
+
+    try:
+        if tta not in TTA_VIEWS:
+            raise ConfigError(f"--tta must be one of {sorted(TTA_VIEWS)}, got {tta!r}")
+        faces = load_face_set(data)
+        scores, shas = ensemble_scores(model, tta, faces)
+        write_scores_file(out, scores, faces, shas)
+    except ConfbotError as exc:
+        _fail(exc)
+    agreement = float((scores.argmax(1) == faces.y).mean())
+    typer.echo(json.dumps({"out": str(out), "n": len(faces), "models": [str(m) for m in model],
+                           "tta": tta, "accuracy": round(agreement, 4)}))
+
+
 @model_app.command("export")
 def model_export(
     run: Annotated[Path, typer.Argument(help="A training run directory.")],

@@ -191,6 +191,22 @@ def load_scores_file(path: Path, train_set: FaceSet) -> tuple[np.ndarray, str]:
     return scores, file_sha256(path)
 
 
+def write_scores_file(path: Path, scores: np.ndarray, face_set: FaceSet,
+                      model_sha256: list[str]) -> None:
+    """Save `scores` for `face_set` in the form `load_scores_file` reads (a teacher file)."""
+    if path.suffix != ".npz":
+        raise ConfigError(f"{path}: a scores file must end in .npz")
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, scores=np.asarray(scores, np.float32), train_sha256=face_set.sha256,
+                 model_sha256=np.array(model_sha256))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write the scores file ({exc})") from exc
+
+
 def ensemble_scores(teachers: list[Path], tta: str,
                     train_set: FaceSet) -> tuple[np.ndarray, list[str]]:
     """The teachers' scores on the training faces, averaged, and each teacher's sha256."""

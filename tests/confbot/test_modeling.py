@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -441,6 +443,50 @@ def test_a_teacher_can_be_a_scores_file_or_an_ensemble(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a scores file"):
         train(dataclasses.replace(cfg, teacher=str(tmp_path / "junk.npz")), tmp_path / "junk",
               resume=False, command="junk")
+
+
+def test_model_scores_writes_a_teacher_file_that_train_accepts(tmp_path: Path) -> None:
+    from confbot.modeling.train import ensemble_scores, load_scores_file, train
+
+    manifests = []
+    for name, seed in (("t1", 1), ("t2", 2)):
+        train(_tiny_config(tmp_path, seed=seed, epochs=1), tmp_path / name, resume=False,
+              command=name)
+        manifests.append(tmp_path / name / "export" / "emotion_cnn.json")
+    cfg = _tiny_config(tmp_path, epochs=1)
+    faces = load_face_set(Path(cfg.train_data))
+
+    def scores_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "confbot", "model", "scores", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "teacher.npz"
+    res = scores_cli(cfg.train_data, "--model", str(manifests[0]), "--model", str(manifests[1]),
+                     "--tta", "flip", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)
+    saved, _ = load_scores_file(out, faces)
+    expected, shas = ensemble_scores(manifests, "flip", faces)
+    assert np.allclose(saved, expected, atol=1e-6)  # the two models averaged, face by face
+    assert printed["accuracy"] == round(float((saved.argmax(1) == faces.y).mean()), 4)
+    with np.load(out) as data:
+        assert list(data["model_sha256"]) == shas
+    train(dataclasses.replace(cfg, teacher=str(out)), tmp_path / "student", resume=False,
+          command="student")
+    state = json.loads((tmp_path / "student" / "run.json").read_text())
+    assert state["teacher"]["train_accuracy"] == printed["accuracy"]
+
+    for args, message in [
+        (["--model", str(manifests[0]), "--out", str(tmp_path / "t.txt")], "must end in .npz"),
+        (["--model", str(manifests[0]), "--tta", "all", "--out", str(out)], "--tta must be one of"),
+        (["--model", str(tmp_path / "none.json"), "--out", str(out)], "not found"),
+    ]:
+        res = scores_cli(cfg.train_data, *args)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    # A teacher file made for the training faces cannot score other faces.
+    res = scores_cli(cfg.val_data, "--model", str(out), "--out", str(tmp_path / "v.npz"))
+    assert res.returncode == 2 and "another training file" in res.stderr
+    assert load_scores_file(out, faces)[0].shape == (len(faces), 7)  # left as it was
 
 
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
