@@ -489,6 +489,63 @@ def test_model_scores_writes_a_teacher_file_that_train_accepts(tmp_path: Path) -
     assert load_scores_file(out, faces)[0].shape == (len(faces), 7)  # left as it was
 
 
+def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.recalibrate import recalibrate_export
+    from confbot.modeling.train import train
+    from confbot.vision import load_classifier
+
+    cfg = _tiny_config(tmp_path, epochs=1, export_quantize="int8")
+    train(cfg, tmp_path / "run", resume=False, command="run")
+    manifest = tmp_path / "run" / "export" / "emotion_cnn.json"
+    faces = load_face_set(Path(cfg.train_data))
+    out = tmp_path / "precise"
+    recalibrate_export(manifest, faces, out)
+
+    recorded = json.loads((out / "emotion_cnn.json").read_text())
+    assert recorded["precise_bn"]["views"] == 2 * len(faces)
+    assert recorded["precise_bn"]["train_sha256"] == faces.sha256
+    assert recorded["training"] == json.loads(manifest.read_text())["training"]
+    assert recorded["quantization"] == "int8"
+    before, after = build_backbone(cfg.arch), build_backbone(cfg.arch)
+    before.load_weights(tmp_path / "run" / "export" / "emotion_cnn.weights.h5")
+    after.load_weights(out / "emotion_cnn.weights.h5")
+    # The first batch norm reads the first convolution, whose weights did not change: its new
+    # statistics are those of that convolution's output over the centre crops and mirrors.
+    crop = (faces.x[:, 4:44, 4:44].astype(np.float32) / 255)[..., None]
+    views = np.concatenate([crop, crop[:, :, ::-1]])
+    conv = keras.Model(after.input, after.get_layer("s0_conv0").output)
+    f = np.asarray(conv(views), np.float64).reshape(-1, cfg.arch.widths[0])
+    _, _, mean, var = after.get_layer("s0_bn0").get_weights()
+    assert np.allclose(mean, f.mean(axis=0), atol=1e-4) and np.allclose(var, f.var(axis=0), rtol=1e-3)
+    assert not np.allclose(mean, before.get_layer("s0_bn0").get_weights()[2], atol=1e-4)
+    for a, b in zip(before.get_layer("s0_conv0").get_weights(),
+                    after.get_layer("s0_conv0").get_weights(), strict=True):
+        assert np.array_equal(a, b)  # only statistics change
+    scores = load_classifier(out / "emotion_cnn.json", threads=1, tta="flip").classify(faces.x[:8])
+    assert np.allclose(np.asarray(scores).sum(axis=1), 1.0, atol=1e-4)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "junk.json").write_text("{}")
+    altered = json.loads(manifest.read_text())
+    altered["weights"]["sha256"] = "0" * 64
+    (broken / "altered.json").write_text(json.dumps(altered))
+    (broken / "emotion_cnn.weights.h5").write_bytes(b"x")
+    for name, message in [("junk.json", "not an export manifest"),
+                          ("altered.json", "does not match the sha256")]:
+        with pytest.raises(ModelError, match=message):
+            recalibrate_export(broken / name, faces, tmp_path / "no")
+    res = subprocess.run([sys.executable, "-m", "confbot", "model", "precise-bn",
+                          str(broken / "junk.json"), "--out", str(tmp_path / "no"),
+                          "--train-data", cfg.train_data], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "not an export manifest" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
     from confbot.modeling.train import train
 

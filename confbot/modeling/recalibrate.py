@@ -1,0 +1,114 @@
+"""Precise batch norm: re-estimate every batch norm's statistics on the faces the product sees.
+
+In training, each batch norm layer keeps running averages of the statistics of its batches:
+augmented faces (rotated, zoomed, shifted, partly erased), averaged with momentum over the
+last few hundred batches of a network that was still changing. The product classifies plain
+centre-cropped faces and their mirrors. Re-estimating the statistics on exactly those, layer
+by layer with the weights fixed, removes that mismatch without training (Wu and Johnson,
+"Rethinking 'Batch' in BatchNorm", 2021, call this PreciseBN). The training faces are used, so
+nothing is tuned on validation data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from confbot.errors import ModelError
+from confbot.modeling.architecture import ArchitectureConfig
+from confbot.modeling.data import FaceSet, file_sha256
+
+_CHUNK = 2048
+
+
+def _centre_views(faces: np.ndarray, crop: int) -> np.ndarray:
+    """uint8 (N, S, S) faces -> float (2N, crop, crop, 1): centre crops and their mirrors."""
+    off = (faces.shape[1] - crop) // 2
+    x = (faces[:, off:off + crop, off:off + crop].astype(np.float32) / 255.0)[..., None]
+    return np.concatenate([x, x[:, :, ::-1]])
+
+
+def recalibrate_bn(backbone: Any, faces: np.ndarray, crop_size: int) -> int:
+    """Set each batch norm's moving mean and variance of `backbone` to the exact statistics of
+    its input over `faces` (centre crops and mirrors), in layer order; returns the views used."""
+    import keras
+
+    views = _centre_views(faces, crop_size)
+    for layer in backbone.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        features = keras.Model(backbone.input, layer.input)
+        total: Any = 0.0
+        total_sq: Any = 0.0
+        count = 0
+        for i in range(0, len(views), _CHUNK):
+            f = np.asarray(features(views[i:i + _CHUNK], training=False), np.float64)
+            f = f.reshape(-1, f.shape[-1])
+            total = total + f.sum(axis=0)
+            total_sq = total_sq + (f * f).sum(axis=0)
+            count += len(f)
+        gamma, beta, _, _ = layer.get_weights()
+        mean = total / count
+        var = np.maximum(total_sq / count - mean * mean, 0.0)
+        layer.set_weights([gamma, beta, mean.astype(np.float32), var.astype(np.float32)])
+    return len(views)
+
+
+def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
+                       name: str = "emotion_cnn", seed: int = 1337) -> Any:
+    """Re-export the model of `manifest` with its batch norms recalibrated on `train_set`.
+
+    The float32 weights beside the manifest are loaded (their sha256 checked), recalibrated
+    and exported again with the same quantization (int8 calibrated on training faces drawn
+    with `seed`, as `export_run` does); the manifest keeps its training record and adds
+    `precise_bn`. Returns the export's parity check.
+    """
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.export import CALIBRATION_FACES, export_litert
+
+    try:
+        meta = json.loads(manifest.read_text())
+        arch_meta, weights_meta = meta["architecture"], meta["weights"]
+        arch = ArchitectureConfig(
+            input_size=int(meta["input"]["size"]), crop_size=int(arch_meta["crop_size"]),
+            widths=tuple(int(w) for w in arch_meta["widths"]),
+            convs_per_stage=int(arch_meta["convs_per_stage"]),
+            head_units=int(arch_meta["head_units"]))
+        weights = manifest.parent / str(weights_meta["file"])
+        digest = file_sha256(weights)
+        quantize = str(meta.get("quantization", "float32"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{manifest}: not an export manifest with its float32 weights beside "
+                         f"it ({type(exc).__name__}: {exc})") from exc
+    if digest != weights_meta.get("sha256"):
+        raise ModelError(f"{manifest}: {weights.name} does not match the sha256 the manifest "
+                         "records")
+    if train_set.x.shape[1] != arch.input_size:
+        raise ModelError(f"{manifest}: the model takes {arch.input_size}px faces, the training "
+                         f"faces are {train_set.x.shape[1]}px")
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    backbone = build_backbone(dataclasses.replace(arch, dropout=0.0))
+    try:
+        backbone.load_weights(weights)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{manifest}: {weights.name} does not fit the architecture the "
+                         f"manifest records ({exc})") from exc
+    n_views = recalibrate_bn(backbone, train_set.x, arch.crop_size)
+    pick = np.random.default_rng(seed).choice(
+        len(train_set), min(CALIBRATION_FACES, len(train_set)), replace=False)
+    extra = {k: meta[k] for k in ("training",) if k in meta}
+    extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views,
+                           "from_weights_sha256": digest}
+    with tempfile.TemporaryDirectory() as tmp:
+        recalibrated = Path(tmp) / "recalibrated.weights.h5"
+        backbone.save_weights(recalibrated)
+        return export_litert(recalibrated, arch, out_dir, name=name,
+                             check_faces=train_set.x[:512], extra=extra, quantize=quantize,
+                             calibration_faces=train_set.x[np.sort(pick)])
