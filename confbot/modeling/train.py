@@ -59,8 +59,9 @@ class TrainConfig:
     export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
     # Backbone weights to start from: a new schedule from a trained network, a warm restart,
     # instead of from random weights. Either an export's `emotion_cnn.weights.h5` (same [arch])
-    # or its manifest `emotion_cnn.json`, whose recorded architecture may be narrower than
-    # [arch]: the network is then widened without changing its scores (see `widen`).
+    # or its manifest `emotion_cnn.json`, whose recorded architecture may have other widths
+    # than [arch]: the network is then widened without changing its scores, or pruned to the
+    # channels that carry the most (see `resize`).
     init_weights: str = ""
     init_noise: float = 0.01  # symmetry-breaking noise on widened copies (x kernel std)
     # Distillation: a teacher whose scores on each training face are mixed into the targets:
@@ -386,23 +387,23 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:
     """Load `path` (weights, or a manifest naming them) into `backbone`; the weights' sha256."""
     if path.suffix == ".json":
-        return _load_widened(backbone, path, cfg)
+        return _load_resized(backbone, path, cfg)
     try:
         digest = file_sha256(path)
         backbone.load_weights(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"init_weights {path}: cannot start from these weights ({exc}); "
                           "they must come from a network with the same [arch], or name the "
-                          "manifest beside them to widen a narrower one") from exc
+                          "manifest beside them to resize a network of other widths") from exc
     return digest
 
 
-def _load_widened(backbone: Any, manifest: Path, cfg: TrainConfig) -> str:
-    """Start `backbone` from the float32 weights an export manifest names, widened to [arch]."""
+def _load_resized(backbone: Any, manifest: Path, cfg: TrainConfig) -> str:
+    """Start `backbone` from the float32 weights an export manifest names, resized to [arch]."""
     import dataclasses
 
     from confbot.modeling.architecture import build_backbone
-    from confbot.modeling.widen import check_widenable, widen_backbone
+    from confbot.modeling.resize import check_resizable, resize_backbone
 
     try:
         meta = json.loads(manifest.read_text())
@@ -419,16 +420,16 @@ def _load_widened(backbone: Any, manifest: Path, cfg: TrainConfig) -> str:
     if digest != weights_meta.get("sha256"):
         raise ConfigError(f"init_weights {manifest}: {weights.name} does not match the sha256 "
                           "the manifest records")
-    check_widenable(src_arch, cfg.arch)
+    check_resizable(src_arch, cfg.arch)
     src = build_backbone(src_arch)
     try:
         src.load_weights(weights)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"init_weights {manifest}: {weights.name} does not fit the "
                           f"architecture the manifest records ({exc})") from exc
-    widen_backbone(src, backbone, src_arch, cfg.arch, seed=cfg.seed, noise=cfg.init_noise)
+    resize_backbone(src, backbone, src_arch, cfg.arch, seed=cfg.seed, noise=cfg.init_noise)
     if src_arch != cfg.arch:
-        print(f"init_weights: widened {list(src_arch.widths)} head {src_arch.head_units} -> "
+        print(f"init_weights: resized {list(src_arch.widths)} head {src_arch.head_units} -> "
               f"{list(cfg.arch.widths)} head {cfg.arch.head_units}", flush=True)
     return digest
 

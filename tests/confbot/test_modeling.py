@@ -291,9 +291,9 @@ def _random_backbone(arch: ArchitectureConfig, seed: int):  # type: ignore[no-un
     return net
 
 
-def test_widening_keeps_the_scores_and_refuses_anything_but_wider() -> None:
+def test_widening_keeps_the_scores_and_refuses_other_shapes() -> None:
     from confbot.modeling.architecture import build_backbone
-    from confbot.modeling.widen import widen_backbone
+    from confbot.modeling.resize import resize_backbone
 
     narrow = ArchitectureConfig(widths=(4, 8), convs_per_stage=2, head_units=6, crop_size=40)
     wide = dataclasses.replace(narrow, widths=(7, 16), head_units=11)
@@ -304,25 +304,74 @@ def test_widening_keeps_the_scores_and_refuses_anything_but_wider() -> None:
     before = src.predict(faces, verbose=0)
     assert before.std(axis=0).min() > 1e-3  # the scores depend on the face
     dst = build_backbone(wide)
-    widen_backbone(src, dst, narrow, wide, seed=0)
+    resize_backbone(src, dst, narrow, wide, seed=0)
     assert dst.get_layer("s1_conv1").get_weights()[0].shape == (3, 3, 16, 16)
     assert np.allclose(dst.predict(faces, verbose=0), before, atol=1e-5)
     # Noise breaks the symmetry of the copies, and only nudges the scores.
-    widen_backbone(src, dst, narrow, wide, seed=0, noise=0.05)
+    resize_backbone(src, dst, narrow, wide, seed=0, noise=0.05)
     noisy = dst.predict(faces, verbose=0)
     assert not np.allclose(noisy, before, atol=1e-5) and np.allclose(noisy, before, atol=0.1)
 
     for bad, message in [
-        (dataclasses.replace(narrow, widths=(4, 4)), "cannot narrow"),
-        (dataclasses.replace(narrow, head_units=5), "cannot narrow"),
         (dataclasses.replace(narrow, widths=(4, 8, 16)), "only the widths may change"),
         (dataclasses.replace(narrow, convs_per_stage=1), "only the widths may change"),
+        (dataclasses.replace(narrow, widths=(4, 0)), "at least 1"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            widen_backbone(src, build_backbone(bad), narrow, bad, seed=0)
+            resize_backbone(src, None, narrow, bad, seed=0)
 
 
-def test_a_run_can_start_from_a_narrower_export_widened(tmp_path: Path) -> None:
+def test_mean_relu_output_matches_sampling() -> None:
+    from confbot.modeling.resize import mean_relu_output
+
+    gamma, beta = np.array([1.0, 0.5, 2.0, -1.5]), np.array([0.0, -1.0, 0.7, 0.3])
+    draws = np.random.default_rng(0).normal(size=(400_000, 1)) * np.abs(gamma) + beta
+    assert np.allclose(mean_relu_output([gamma, beta]), np.maximum(draws, 0).mean(axis=0),
+                       atol=0.01)
+    assert mean_relu_output([np.array([1.0]), np.array([-8.0])])[0] < 1e-9  # a dead channel
+
+
+def test_pruning_keeps_the_channels_that_carry_the_most() -> None:
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.resize import resize_backbone
+
+    wide = ArchitectureConfig(widths=(6, 8), convs_per_stage=1, head_units=10, crop_size=40)
+    narrow = dataclasses.replace(wide, widths=(3, 4), head_units=5)
+    src = _random_backbone(wide, seed=5)
+    # In s0, channel 1 is dead (always below zero before the ReLU) and channel 4 is the
+    # loudest; channel 2 is loud but nothing in s1 reads it.
+    gamma, beta, mean, var = src.get_layer("s0_bn0").get_weights()
+    gamma[:], beta[:] = 0.3, 0.0
+    beta[1], gamma[4], gamma[2] = -50.0, 3.0, 3.0
+    src.get_layer("s0_bn0").set_weights([gamma, beta, mean, var])
+    (k1,) = src.get_layer("s1_conv0").get_weights()
+    k1[:, :, 2, :] = 0.0
+    src.get_layer("s1_conv0").set_weights([k1])
+
+    dst = build_backbone(narrow)
+    resize_backbone(src, dst, wide, narrow, seed=0)
+    (k0_src,) = src.get_layer("s0_conv0").get_weights()
+    (k0_dst,) = dst.get_layer("s0_conv0").get_weights()
+    kept = [c for c in range(6) if any(np.array_equal(k0_dst[..., j], k0_src[..., c])
+                                       for j in range(3))]
+    assert len(kept) == 3 and 4 in kept and 1 not in kept and 2 not in kept
+    # The next layer reads the kept channels, in order, with their own weights.
+    (k1_dst,) = dst.get_layer("s1_conv0").get_weights()
+    assert k1_dst.shape == (3, 3, 3, 4)
+    assert any(np.array_equal(k1_dst, k1[:, :, kept, :][..., outs])
+               for outs in _combinations(8, 4))
+    assert dst.get_layer("scores").get_weights()[0].shape == (5, 7)
+    scores = dst.predict(np.random.default_rng(6).uniform(0, 1, (4, 40, 40, 1)), verbose=0)
+    assert np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _combinations(n: int, k: int) -> list[list[int]]:
+    import itertools
+
+    return [list(c) for c in itertools.combinations(range(n), k)]
+
+
+def test_a_run_can_start_from_an_export_of_other_widths(tmp_path: Path) -> None:
     from confbot.modeling.architecture import build_backbone
     from confbot.modeling.train import _load_init_weights, train
 
@@ -365,10 +414,16 @@ def test_a_run_can_start_from_a_narrower_export_widened(tmp_path: Path) -> None:
                           ("unreadable.json", "does not fit the architecture")]:
         with pytest.raises(ConfigError, match=message):
             _load_init_weights(build_backbone(wide_cfg.arch), broken / name, wide_cfg)
+    # A narrower network starts pruned; one of another depth is refused.
     narrower = _tiny_config(tmp_path, init_weights=str(manifest), arch={
-        "widths": [2, 8], "convs_per_stage": 1, "head_units": 8, "crop_size": 40})
-    with pytest.raises(ConfigError, match="cannot narrow"):
-        _load_init_weights(build_backbone(narrower.arch), manifest, narrower)
+        "widths": [2, 3], "convs_per_stage": 1, "head_units": 4, "crop_size": 40})
+    pruned = build_backbone(narrower.arch)
+    assert _load_init_weights(pruned, manifest, narrower) == digest
+    assert pruned.get_layer("fc").get_weights()[0].shape == (3, 4)
+    deeper = _tiny_config(tmp_path, init_weights=str(manifest), arch={
+        "widths": [6, 12], "convs_per_stage": 2, "head_units": 10, "crop_size": 40})
+    with pytest.raises(ConfigError, match="only the widths may change"):
+        _load_init_weights(build_backbone(deeper.arch), manifest, deeper)
     with pytest.raises(ConfigError, match="init_noise"):
         _tiny_config(tmp_path, init_noise=-1.0)
 
