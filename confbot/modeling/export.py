@@ -47,6 +47,52 @@ DECIDED_MARGIN = 0.02
 _PARITY = {"float32": (0.99, 1e-3), "int8": (0.95, 0.5)}
 
 
+@dataclass(frozen=True)
+class LoadedExport:
+    """An export's float32 network, rebuilt from its manifest."""
+
+    meta: dict[str, Any]  # the manifest
+    arch: ArchitectureConfig  # as the manifest records it
+    backbone: Any  # the Keras backbone with the weights loaded (no dropout)
+    weights_sha256: str
+
+
+def load_export(manifest: Path) -> LoadedExport:
+    """Rebuild the network an export manifest records and load the float32 weights beside it.
+
+    The weights' sha256 is checked against the manifest. A manifest that cannot be read, weights
+    that are missing, altered or do not fit the recorded architecture raise ModelError.
+    """
+    import keras
+
+    from confbot.modeling.architecture import build_backbone
+
+    try:
+        meta = json.loads(manifest.read_text())
+        arch_meta, weights_meta = meta["architecture"], meta["weights"]
+        arch = ArchitectureConfig(
+            input_size=int(meta["input"]["size"]), crop_size=int(arch_meta["crop_size"]),
+            widths=tuple(int(w) for w in arch_meta["widths"]),
+            convs_per_stage=int(arch_meta["convs_per_stage"]),
+            head_units=int(arch_meta["head_units"]), dropout=0.0)
+        weights = manifest.parent / str(weights_meta["file"])
+        digest = file_sha256(weights)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{manifest}: not an export manifest with its float32 weights beside "
+                         f"it ({type(exc).__name__}: {exc})") from exc
+    if digest != weights_meta.get("sha256"):
+        raise ModelError(f"{manifest}: {weights.name} does not match the sha256 the manifest "
+                         "records")
+    keras.mixed_precision.set_global_policy("float32")
+    backbone = build_backbone(arch)
+    try:
+        backbone.load_weights(weights)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{manifest}: {weights.name} does not fit the architecture the "
+                         f"manifest records ({exc})") from exc
+    return LoadedExport(meta=meta, arch=arch, backbone=backbone, weights_sha256=digest)
+
+
 def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
                   name: str = "emotion_cnn", crop_margin: float = DEFAULT_CROP_MARGIN,
                   check_faces: np.ndarray | None = None, extra: dict | None = None,

@@ -11,8 +11,6 @@ nothing is tuned on validation data.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from confbot.errors import ModelError
-from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.data import FaceSet, file_sha256
+from confbot.modeling.data import FaceSet
 
 _CHUNK = 2048
 
@@ -68,44 +65,20 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
     with `seed`, as `export_run` does); the manifest keeps its training record and adds
     `precise_bn`. Returns the export's parity check.
     """
-    from confbot.modeling.architecture import build_backbone
-    from confbot.modeling.export import CALIBRATION_FACES, export_litert
+    from confbot.modeling.export import CALIBRATION_FACES, export_litert, load_export
 
-    try:
-        meta = json.loads(manifest.read_text())
-        arch_meta, weights_meta = meta["architecture"], meta["weights"]
-        arch = ArchitectureConfig(
-            input_size=int(meta["input"]["size"]), crop_size=int(arch_meta["crop_size"]),
-            widths=tuple(int(w) for w in arch_meta["widths"]),
-            convs_per_stage=int(arch_meta["convs_per_stage"]),
-            head_units=int(arch_meta["head_units"]))
-        weights = manifest.parent / str(weights_meta["file"])
-        digest = file_sha256(weights)
-        quantize = str(meta.get("quantization", "float32"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{manifest}: not an export manifest with its float32 weights beside "
-                         f"it ({type(exc).__name__}: {exc})") from exc
-    if digest != weights_meta.get("sha256"):
-        raise ModelError(f"{manifest}: {weights.name} does not match the sha256 the manifest "
-                         "records")
+    loaded = load_export(manifest)
+    meta, arch, backbone = loaded.meta, loaded.arch, loaded.backbone
+    quantize = str(meta.get("quantization", "float32"))
     if train_set.x.shape[1] != arch.input_size:
         raise ModelError(f"{manifest}: the model takes {arch.input_size}px faces, the training "
                          f"faces are {train_set.x.shape[1]}px")
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")
-    backbone = build_backbone(dataclasses.replace(arch, dropout=0.0))
-    try:
-        backbone.load_weights(weights)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{manifest}: {weights.name} does not fit the architecture the "
-                         f"manifest records ({exc})") from exc
     n_views = recalibrate_bn(backbone, train_set.x, arch.crop_size)
     pick = np.random.default_rng(seed).choice(
         len(train_set), min(CALIBRATION_FACES, len(train_set)), replace=False)
     extra = {k: meta[k] for k in ("training",) if k in meta}
     extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views,
-                           "from_weights_sha256": digest}
+                           "from_weights_sha256": loaded.weights_sha256}
     with tempfile.TemporaryDirectory() as tmp:
         recalibrated = Path(tmp) / "recalibrated.weights.h5"
         backbone.save_weights(recalibrated)

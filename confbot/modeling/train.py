@@ -400,38 +400,20 @@ def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:
 
 def _load_resized(backbone: Any, manifest: Path, cfg: TrainConfig) -> str:
     """Start `backbone` from the float32 weights an export manifest names, resized to [arch]."""
-    import dataclasses
-
-    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.export import load_export
     from confbot.modeling.resize import check_resizable, resize_backbone
 
     try:
-        meta = json.loads(manifest.read_text())
-        arch_meta, weights_meta = meta["architecture"], meta["weights"]
-        src_arch = dataclasses.replace(
-            cfg.arch, widths=tuple(int(w) for w in arch_meta["widths"]),
-            convs_per_stage=int(arch_meta["convs_per_stage"]),
-            head_units=int(arch_meta["head_units"]))
-        weights = manifest.parent / str(weights_meta["file"])
-        digest = file_sha256(weights)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"init_weights {manifest}: not an export manifest with its float32 "
-                          f"weights beside it ({type(exc).__name__}: {exc})") from exc
-    if digest != weights_meta.get("sha256"):
-        raise ConfigError(f"init_weights {manifest}: {weights.name} does not match the sha256 "
-                          "the manifest records")
-    check_resizable(src_arch, cfg.arch)
-    src = build_backbone(src_arch)
-    try:
-        src.load_weights(weights)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"init_weights {manifest}: {weights.name} does not fit the "
-                          f"architecture the manifest records ({exc})") from exc
-    resize_backbone(src, backbone, src_arch, cfg.arch, seed=cfg.seed, noise=cfg.init_noise)
-    if src_arch != cfg.arch:
-        print(f"init_weights: resized {list(src_arch.widths)} head {src_arch.head_units} -> "
+        src = load_export(manifest)
+    except ModelError as exc:
+        raise ConfigError(f"init_weights {exc}") from exc
+    check_resizable(src.arch, cfg.arch)
+    resize_backbone(src.backbone, backbone, src.arch, cfg.arch, seed=cfg.seed,
+                    noise=cfg.init_noise)
+    if (src.arch.widths, src.arch.head_units) != (cfg.arch.widths, cfg.arch.head_units):
+        print(f"init_weights: resized {list(src.arch.widths)} head {src.arch.head_units} -> "
               f"{list(cfg.arch.widths)} head {cfg.arch.head_units}", flush=True)
-    return digest
+    return src.weights_sha256
 
 
 def _jsonable(value: Any) -> Any:
