@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from confbot.errors import ConfbotError
+from confbot.hardware import cpu_info
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="confbot: a sentiment bot for video calls.")
@@ -110,10 +111,13 @@ def model_evaluate(
         _fail(exc)
     if confusion_png is not None:
         plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
+    cpu = cpu_info()
     if as_json:
-        typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict()}))
+        typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
+                               "cpu": cpu.as_dict()}))
     else:
         typer.echo(format_report(result))
+        typer.echo(f"cpu: {cpu.describe()}")
 
 
 @model_app.command("scores")
@@ -227,11 +231,13 @@ def bench_face_cmd(
     except ConfbotError as exc:
         _fail(exc)
     result = bench_face(analyzer, synthetic_frames(face_set.x, frames, faces_per_frame), seconds)
+    cpu = cpu_info()
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps({**result, "cpu": cpu.as_dict()}))
     else:
         for key, value in result.items():
             typer.echo(f"{key}: {value}")
+        typer.echo(f"cpu: {cpu.describe()}")
 
 
 @bench_app.command("call")

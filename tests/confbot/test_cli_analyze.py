@@ -181,6 +181,9 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     assert 0 < result["ms_per_face"] < 50
     assert sum(map(sum, result["confusion_matrix"])) == 200
     assert result["tta"] == "flip"  # the product's default
+    from confbot.hardware import cpu_info
+
+    assert result["cpu"] == cpu_info().as_dict()  # the machine the ms figures come from
 
     res = run("model", "evaluate", str(small), "--json", "--tta", "ten-crop")
     assert res.returncode == 0, res.stderr
@@ -205,6 +208,7 @@ def test_bench_face_reports_stage_speeds(publictest_path: Path) -> None:
     result = json.loads(res.stdout)
     assert result["faces_per_frame"] > 0.5
     assert result["fps"] > 0 and result["detect_ms_per_frame"] > 0
+    assert result["cpu"]["model"]
 
 
 def test_the_tta_setting_is_validated(tmp_path: Path) -> None:

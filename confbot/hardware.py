@@ -1,0 +1,68 @@
+"""The CPU a speed figure was measured on.
+
+The classifier's milliseconds per face differ tenfold between machines of this project: int8
+LiteRT kernels are fast only with an 8-bit dot-product instruction (AVX512-VNNI or AVX-VNNI on
+x86, the dot-product extension on Arm), and bfloat16 training needs AVX512-BF16 or AMX. So the
+commands that report a speed (`confbot model evaluate`, `confbot bench face`) print the CPU's
+model and which of those extensions it has, read from `/proc/cpuinfo`, beside the figure.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The extensions that decide the classifier's (and training's) speed, in /proc/cpuinfo's
+# spelling: x86 `flags`, then Arm `Features` ("asimddp" is the 8-bit dot product).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+               "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm")
+INT8_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    flags: tuple[str, ...] | None  # the SPEED_FLAGS present; None where they could not be read
+
+    @property
+    def int8_dot_product(self) -> bool | None:
+        if self.flags is None:
+            return None
+        return bool(INT8_DOT_PRODUCT.intersection(self.flags))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "flags": None if self.flags is None else list(self.flags),
+                "int8_dot_product": self.int8_dot_product}
+
+    def describe(self) -> str:
+        flags = "flags unknown" if self.flags is None else " ".join(self.flags) or "none of note"
+        return f"{self.model} ({flags})"
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """The first processor's model and speed flags from the text of /proc/cpuinfo."""
+    model = ""
+    present: set[str] | None = None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        if key in ("model name", "hardware") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and present is None:
+            present = set(value.split())
+    flags = None if present is None else tuple(f for f in SPEED_FLAGS if f in present)
+    return CpuInfo(model=model or platform.processor() or platform.machine() or "unknown",
+                   flags=flags)
+
+
+def cpu_info(path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """This machine's CPU; model from `platform` and flags unknown where /proc is absent."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    return parse_cpuinfo(text)

@@ -1,0 +1,57 @@
+"""The CPU description printed beside every speed figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from confbot.hardware import cpu_info, parse_cpuinfo
+
+X86 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse sse2 avx fma avx2 bmi2
+
+processor\t: 1
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse sse2 avx fma avx2 bmi2 avx512f avx512_vnni
+"""
+
+X86_AMX = """model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8 avx_vnni
+"""
+
+ARM = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp asimddp i8mm
+CPU implementer\t: 0x41
+"""
+
+
+def test_an_avx2_machine_has_no_int8_dot_product() -> None:
+    cpu = parse_cpuinfo(X86)
+    assert cpu.model == "AMD EPYC 9R14"
+    assert cpu.flags == ("avx2", "fma")  # the first processor's, in SPEED_FLAGS order
+    assert cpu.int8_dot_product is False
+    assert cpu.describe() == "AMD EPYC 9R14 (avx2 fma)"
+
+
+def test_vnni_and_amx_are_named() -> None:
+    cpu = parse_cpuinfo(X86_AMX)
+    assert cpu.flags == ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                         "amx_int8", "amx_bf16")
+    assert cpu.int8_dot_product is True
+    assert cpu.as_dict()["int8_dot_product"] is True
+
+
+def test_arm_features_and_a_missing_model_name() -> None:
+    cpu = parse_cpuinfo(ARM)
+    assert cpu.flags == ("asimd", "asimddp", "i8mm")
+    assert cpu.int8_dot_product is True
+    assert cpu.model  # from the platform module, since Arm's cpuinfo names none
+
+
+def test_unreadable_cpuinfo_gives_unknown_flags(tmp_path: Path) -> None:
+    cpu = cpu_info(tmp_path / "no-such-file")
+    assert cpu.flags is None and cpu.int8_dot_product is None
+    assert "flags unknown" in cpu.describe()
+    assert cpu.as_dict() == {"model": cpu.model, "flags": None, "int8_dot_product": None}
