@@ -147,6 +147,32 @@ def model_scores(
                            "tta": tta, "accuracy": round(agreement, 4)}))
 
 
+@model_app.command("compare")
+def model_compare(
+    data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
+    model: Annotated[list[Path], typer.Option(help="Two model manifests: A, then B.")],
+    tta: TtaOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Whether model A beats model B on the same faces: McNemar's exact test, as one JSON object."""
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.evaluate import classify_all, compare_predictions
+    from confbot.vision import load_classifier
+
+    if len(model) != 2:
+        _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
+    try:
+        settings = _settings(config, tta=tta)
+        faces = load_face_set(data)
+        preds = [classify_all(load_classifier(m, threads=1, tta=settings.model.tta),
+                              faces.x).argmax(1) for m in model]
+    except ConfbotError as exc:
+        _fail(exc)
+    result = compare_predictions(preds[0], preds[1], faces.y)
+    typer.echo(json.dumps({"model_a": str(model[0]), "model_b": str(model[1]), "data": str(data),
+                           "tta": settings.model.tta, **result.as_dict()}))
+
+
 @model_app.command("export")
 def model_export(
     run: Annotated[Path, typer.Argument(help="A training run directory.")],

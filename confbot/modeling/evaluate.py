@@ -81,6 +81,42 @@ def evaluate(classifier: EmotionClassifier, data: FaceSet, *, threads: int) -> E
     )
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models' predictions on the same faces, and McNemar's exact test on where they differ."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    only_a: int  # faces model A gets right and model B wrong
+    only_b: int
+    p_value: float  # two-sided, exact binomial on the discordant faces
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "accuracy_a": round(self.accuracy_a, 4),
+                "accuracy_b": round(self.accuracy_b, 4), "only_a": self.only_a,
+                "only_b": self.only_b, "p_value": round(self.p_value, 4)}
+
+
+def compare_predictions(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray) -> PairedComparison:
+    """Paired comparison of two models' labels for the same faces (McNemar 1947, exact form).
+
+    Only the faces one model gets right and the other wrong carry information; under the null
+    hypothesis of equal accuracy each such face is a fair coin.
+    """
+    from scipy.stats import binomtest
+
+    if not pred_a.shape == pred_b.shape == y.shape:
+        raise ValueError(f"predictions and labels differ in shape: {pred_a.shape}, "
+                         f"{pred_b.shape}, {y.shape}")
+    right_a, right_b = pred_a == y, pred_b == y
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return PairedComparison(n=len(y), accuracy_a=float(right_a.mean()),
+                            accuracy_b=float(right_b.mean()), only_a=only_a, only_b=only_b,
+                            p_value=float(p))
+
+
 def format_report(ev: Evaluation) -> str:
     lines = [f"faces: {ev.n}", f"accuracy: {ev.accuracy:.4f}", "per-class recall:"]
     lines += [f"  {e:<9}{r:.3f}" for e, r in ev.per_class_recall.items()]

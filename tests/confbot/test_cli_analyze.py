@@ -225,3 +225,24 @@ def test_the_tta_setting_is_validated(tmp_path: Path) -> None:
     config.write_text('[model]\ntta = "mirror"\n')
     with pytest.raises(ConfigError, match=r"model\.tta must be one of"):
         load_settings(config, env={})
+
+
+def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
+                                                          tmp_path: Path) -> None:
+    data = np.load(publictest_path)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=data["x"][:100], y=data["y"][:100])
+    shipped = str(Path(__file__).parents[2] / "models" / "emotion_cnn.json")
+    res = run("model", "compare", str(small), "--model", shipped, "--model", shipped)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["n"] == 100 and result["tta"] == "flip"
+    assert result["accuracy_a"] == result["accuracy_b"] > 0.3
+    assert result["only_a"] == result["only_b"] == 0 and result["p_value"] == 1.0
+
+    res = run("model", "compare", str(small), "--model", shipped)
+    assert res.returncode == 2
+    assert "exactly twice" in res.stderr and "Traceback" not in res.stderr
+    res = run("model", "compare", str(small), "--model", shipped, "--model",
+              str(tmp_path / "missing.json"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr

@@ -669,3 +669,23 @@ def test_lr_schedule_has_no_gaps_at_the_warmup_boundary() -> None:
     cfg = TrainConfig(epochs=5, warmup_epochs=1, peak_lr=2e-3, min_lr=1e-5)
     before, after = lr_at(9, 10, cfg), lr_at(10, 10, cfg)
     assert math.isclose(before, after, rel_tol=1e-9)
+
+
+def test_paired_comparison_counts_disagreements_and_tests_them_exactly() -> None:
+    from confbot.modeling.evaluate import compare_predictions
+
+    y = np.zeros(30, np.int64)
+    a = np.zeros(30, np.int64)
+    b = np.zeros(30, np.int64)
+    b[:10] = 1           # B wrong on 10 faces A gets right
+    a[10:12] = 2         # A wrong on 2 faces B gets right
+    a[12] = b[12] = 3    # both wrong: carries no information
+    result = compare_predictions(a, b, y)
+    assert (result.only_a, result.only_b) == (10, 2)
+    assert result.accuracy_a == pytest.approx(27 / 30) and result.accuracy_b == pytest.approx(19 / 30)
+    # two-sided exact binomial: 2 * P(X <= 2), X ~ Bin(12, 1/2) = 2 * 79 / 4096
+    assert result.p_value == pytest.approx(2 * 79 / 4096)
+    same = compare_predictions(a, a, y)
+    assert (same.only_a, same.only_b, same.p_value) == (0, 0, 1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        compare_predictions(a, b[:5], y)
