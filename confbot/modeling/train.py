@@ -17,6 +17,8 @@ import math
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,10 @@ class TrainConfig:
     # giving up overall accuracy.
     class_weight_power: float = 0.3
     mixed_bfloat16: bool = True
+    # An exponential moving average of the weights (Polyak averaging): each step the average
+    # moves (1 - ema_momentum) of the way to the weights. 0 turns it off. When on, validation,
+    # the best checkpoint and the export use the average; training goes on from the weights.
+    ema_momentum: float = 0.0
     budget_minutes: float = 0.0
     export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
     # Backbone weights to start from: a new schedule from a trained network, a warm restart,
@@ -114,6 +120,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not isinstance(cfg.shift_pixels, int) or not 0 <= cfg.shift_pixels < cfg.arch.input_size // 2:
         raise ConfigError(f"shift_pixels must be between 0 and {cfg.arch.input_size // 2 - 1}, "
                           f"got {cfg.shift_pixels!r}")
+    if not 0 <= cfg.ema_momentum < 1:
+        raise ConfigError(f"ema_momentum must be in [0, 1) (0 turns it off), got {cfg.ema_momentum!r}")
     if cfg.init_noise < 0:
         raise ConfigError(f"init_noise must be zero or positive, got {cfg.init_noise!r}")
     if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
@@ -278,7 +286,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                                      erase_prob=cfg.erase_prob, shift_pixels=cfg.shift_pixels)
         model.compile(
             optimizer=keras.optimizers.AdamW(
-                learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay
+                learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay,
+                use_ema=cfg.ema_momentum > 0, ema_momentum=cfg.ema_momentum or 0.99,
             ),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
             metrics=["accuracy"],
@@ -326,17 +335,18 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
-            eval_backbone.set_weights(backbone.get_weights())
-            probs = eval_model.predict(x_val, batch_size=256, verbose=0)
-            val_acc = float((probs.argmax(1) == val_set.y).mean())
-            logs["val_accuracy"] = val_acc
-            epoch_s = time.monotonic() - self._t0
-            state["epochs_done"] = epoch + 1
-            state["wall_seconds"] = wall_before + time.monotonic() - started
-            if val_acc > state["best_val_accuracy"] or not best_path.exists():
-                state["best_val_accuracy"] = val_acc
-                state["best_epoch"] = epoch + 1
-                backbone.save_weights(best_path)
+            with averaged_weights(self.model):
+                eval_backbone.set_weights(backbone.get_weights())
+                probs = eval_model.predict(x_val, batch_size=256, verbose=0)
+                val_acc = float((probs.argmax(1) == val_set.y).mean())
+                logs["val_accuracy"] = val_acc
+                epoch_s = time.monotonic() - self._t0
+                state["epochs_done"] = epoch + 1
+                state["wall_seconds"] = wall_before + time.monotonic() - started
+                if val_acc > state["best_val_accuracy"] or not best_path.exists():
+                    state["best_val_accuracy"] = val_acc
+                    state["best_epoch"] = epoch + 1
+                    backbone.save_weights(best_path)
             self.model.save(last_ckpt)
             state_path.write_text(json.dumps(state, indent=2))
             new = not history_path.exists()
@@ -382,6 +392,35 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
           f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
           f"max |diff| {check.max_abs_diff:.2e}", flush=True)
     return best_path
+
+
+@contextmanager
+def averaged_weights(model: Any) -> Iterator[None]:
+    """Inside the block, `model`'s trainable weights are its optimizer's moving averages.
+
+    A no-op for an optimizer without `use_ema`. The weights the optimizer steps are put back
+    on the way out, so training (and the checkpoint that `--resume` reads) goes on from them.
+    """
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False):
+        yield
+        return
+    # Keras keeps the averages in the order of the variables it was built with (its
+    # SwapEMAWeights callback reads the same attribute).
+    averages = optimizer._model_variables_moving_average
+    variables = model.trainable_variables
+    if len(averages) != len(variables):
+        raise ModelError(f"the optimizer averages {len(averages)} variables, the model has "
+                         f"{len(variables)}")
+    current = [v.numpy() for v in variables]
+    for var, avg in zip(variables, averages, strict=True):
+        if avg is not None:
+            var.assign(avg)
+    try:
+        yield
+    finally:
+        for var, value in zip(variables, current, strict=True):
+            var.assign(value)
 
 
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:

@@ -83,6 +83,8 @@ def test_the_shipped_training_recipe_parses() -> None:
     ("shift_pixels = -1\n", "shift_pixels must be between 0 and 23"),
     ("shift_pixels = 24\n", "shift_pixels must be between 0 and 23"),
     ("shift_pixels = 2.5\n", "shift_pixels must be between 0 and 23"),
+    ("ema_momentum = 1.0\n", r"ema_momentum must be in \[0, 1\)"),
+    ("ema_momentum = -0.1\n", r"ema_momentum must be in \[0, 1\)"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -229,6 +231,45 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     assert [r["epoch"] for r in _history(run)] == ["1", "2", "3"]
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(_tiny_config(tmp_path), tmp_path / "empty", resume=True, command="x")
+
+
+def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_from_the_weights(
+        tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.train import averaged_weights, train
+
+    # On a model of its own: inside the block the weights are the averages, after it they
+    # are back to what the optimizer stepped.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.AdamW(0.1, use_ema=True, ema_momentum=0.9),
+                  loss="mse")
+    model.fit(np.ones((8, 3)), np.zeros((8, 2)), batch_size=2, epochs=1, verbose=0)
+    # fit() ends by writing the averages into the weights; step once more so they differ.
+    model.train_on_batch(np.ones((2, 3)), np.full((2, 2), 5.0))
+    stepped = [v.numpy().copy() for v in model.trainable_variables]
+    averages = [a.numpy().copy() for a in model.optimizer._model_variables_moving_average]
+    assert not np.allclose(stepped[0], averages[0])
+    variables = model.trainable_variables
+    with averaged_weights(model):
+        assert all(np.allclose(v.numpy(), a) for v, a in zip(variables, averages, strict=True))
+    assert all(np.allclose(v.numpy(), s) for v, s in zip(variables, stepped, strict=True))
+
+    # A whole run: the best checkpoint holds the average, the last checkpoint the weights.
+    arch, run = _tiny_config(tmp_path).arch, tmp_path / "ema"
+    cfg = _tiny_config(tmp_path, epochs=1, ema_momentum=0.9)
+    train(cfg, run, resume=False, command="ema")
+    last = keras.models.load_model(run / "last.keras", compile=True)
+    assert last.optimizer.use_ema
+    weights = [v.numpy() for v in last.get_layer("backbone").trainable_variables]
+    with averaged_weights(last):
+        average = [v.numpy() for v in last.get_layer("backbone").trainable_variables]
+    best = _trainable(arch, run / "best.weights.h5")
+    assert all(np.allclose(b, a, atol=1e-6) for b, a in zip(best, average, strict=True))
+    assert not all(np.allclose(b, w, atol=1e-6) for b, w in zip(best, weights, strict=True))
+    train(dataclasses.replace(cfg, epochs=2), run, resume=True, command="ema resumed")
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
+    assert (run / "export" / "emotion_cnn.json").is_file()
 
 
 def _trainable(arch: ArchitectureConfig, weights: Path | None) -> list[np.ndarray]:
