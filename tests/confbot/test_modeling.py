@@ -61,8 +61,9 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 # --- config, schedule, class weights -------------------------------------------------------
 
-def test_the_shipped_training_recipe_parses() -> None:
-    cfg = load_train_config(REPO / "training.toml")
+@pytest.mark.parametrize("recipe", ["training.toml", "training-lite.toml"])
+def test_the_shipped_training_recipes_parse(recipe: str) -> None:
+    cfg = load_train_config(REPO / recipe)
     assert cfg.epochs >= 1 and cfg.arch.crop_size <= cfg.arch.input_size
     assert cfg.train_data.endswith("training.npz") and cfg.val_data.endswith("publictest.npz")
 
