@@ -287,7 +287,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         model.compile(
             optimizer=keras.optimizers.AdamW(
                 learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay,
-                use_ema=cfg.ema_momentum > 0, ema_momentum=cfg.ema_momentum or 0.99,
+                use_ema=cfg.ema_momentum > 0, ema_momentum=cfg.ema_momentum,
             ),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
             metrics=["accuracy"],
@@ -335,18 +335,19 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
+            # The float32 copy is what is validated and, if best, saved (the average, with EMA).
             with averaged_weights(self.model):
                 eval_backbone.set_weights(backbone.get_weights())
-                probs = eval_model.predict(x_val, batch_size=256, verbose=0)
-                val_acc = float((probs.argmax(1) == val_set.y).mean())
-                logs["val_accuracy"] = val_acc
-                epoch_s = time.monotonic() - self._t0
-                state["epochs_done"] = epoch + 1
-                state["wall_seconds"] = wall_before + time.monotonic() - started
-                if val_acc > state["best_val_accuracy"] or not best_path.exists():
-                    state["best_val_accuracy"] = val_acc
-                    state["best_epoch"] = epoch + 1
-                    backbone.save_weights(best_path)
+            probs = eval_model.predict(x_val, batch_size=256, verbose=0)
+            val_acc = float((probs.argmax(1) == val_set.y).mean())
+            logs["val_accuracy"] = val_acc
+            epoch_s = time.monotonic() - self._t0
+            state["epochs_done"] = epoch + 1
+            state["wall_seconds"] = wall_before + time.monotonic() - started
+            if val_acc > state["best_val_accuracy"] or not best_path.exists():
+                state["best_val_accuracy"] = val_acc
+                state["best_epoch"] = epoch + 1
+                eval_backbone.save_weights(best_path)
             self.model.save(last_ckpt)
             state_path.write_text(json.dumps(state, indent=2))
             new = not history_path.exists()
