@@ -65,18 +65,19 @@ def build_inference_model(backbone: keras.Model, cfg: ArchitectureConfig) -> ker
 
 def build_training_model(
     backbone: keras.Model, cfg: ArchitectureConfig, *, seed: int, erase_prob: float,
-    shift_pixels: int = 4,
+    shift_pixels: int = 4, zoom: tuple[float, float] = (0.1, 0.1),
 ) -> keras.Model:
     """The backbone behind the augmentation layers, which are active only in training.
 
     A backbone that sees a crop of the face is shifted by where the random crop falls. One
     that sees the whole face (`crop_size == input_size`) is shifted by up to `shift_pixels`
-    instead, the edge reflected into the gap.
+    instead, the edge reflected into the gap. `zoom` is how far in and out the face is scaled
+    at random, as shares of its side.
     """
     inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
     x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(inp)
     x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot")(x)
-    x = layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
+    x = layers.RandomZoom((-zoom[0], zoom[1]), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
     if cfg.crop_size < cfg.input_size:
         x = layers.RandomCrop(cfg.crop_size, cfg.crop_size, seed=seed + 3, name="aug_crop")(x)
     elif shift_pixels > 0:

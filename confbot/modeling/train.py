@@ -52,6 +52,10 @@ class TrainConfig:
     # Random shift for a network that sees the whole face ([arch] crop_size = input_size);
     # a smaller crop is shifted by where the random crop falls instead.
     shift_pixels: int = 4
+    # Random zoom, as shares of the face's side: in by up to zoom_in (a tighter framing, as a
+    # detector box smaller than the face gives), out by up to zoom_out (a looser one).
+    zoom_in: float = 0.1
+    zoom_out: float = 0.1
     # Class weight = (mean count / class count) ** class_weight_power: 0 ignores imbalance,
     # 1 fully balances it. A small power lifts `disgust` (1.5% of Training) without
     # giving up overall accuracy.
@@ -120,6 +124,10 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not isinstance(cfg.shift_pixels, int) or not 0 <= cfg.shift_pixels < cfg.arch.input_size // 2:
         raise ConfigError(f"shift_pixels must be between 0 and {cfg.arch.input_size // 2 - 1}, "
                           f"got {cfg.shift_pixels!r}")
+    for name in ("zoom_in", "zoom_out"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(f"{name} must be a share in [0, 1), got {value!r}")
     if not 0 <= cfg.ema_momentum < 1:
         raise ConfigError(f"ema_momentum must be in [0, 1) (0 turns it off), got {cfg.ema_momentum!r}")
     if cfg.init_noise < 0:
@@ -283,7 +291,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
                                                               cfg)
         model = build_training_model(backbone, cfg.arch, seed=cfg.seed,
-                                     erase_prob=cfg.erase_prob, shift_pixels=cfg.shift_pixels)
+                                     erase_prob=cfg.erase_prob, shift_pixels=cfg.shift_pixels,
+                                     zoom=(cfg.zoom_in, cfg.zoom_out))
         model.compile(
             optimizer=keras.optimizers.AdamW(
                 learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay,

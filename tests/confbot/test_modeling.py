@@ -86,6 +86,9 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("shift_pixels = 2.5\n", "shift_pixels must be between 0 and 23"),
     ("ema_momentum = 1.0\n", r"ema_momentum must be in \[0, 1\)"),
     ("ema_momentum = -0.1\n", r"ema_momentum must be in \[0, 1\)"),
+    ("zoom_in = 1.0\n", r"zoom_in must be a share in \[0, 1\)"),
+    ("zoom_out = -0.1\n", r"zoom_out must be a share in \[0, 1\)"),
+    ('zoom_out = "0.1"\n', r"zoom_out must be a share in \[0, 1\)"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -180,6 +183,20 @@ def test_train_records_every_epoch_exports_and_is_reproducible(tmp_path: Path) -
     scores = classifier.classify(val.x[:8])
     assert np.asarray(scores).shape == (8, 7)
     assert np.allclose(np.asarray(scores).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_zoom_settings_reach_the_zoom_layer(tmp_path: Path) -> None:
+    from confbot.modeling.architecture import build_backbone, build_training_model
+
+    path = tmp_path / "zoom.toml"
+    path.write_text("zoom_in = 0.2\nzoom_out = 0.12\n")
+    cfg = load_train_config(path)
+    assert (cfg.zoom_in, cfg.zoom_out) == (0.2, 0.12)
+    assert (load_train_config(None).zoom_in, load_train_config(None).zoom_out) == (0.1, 0.1)
+    arch = cfg.arch
+    model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0,
+                                 zoom=(cfg.zoom_in, cfg.zoom_out))
+    assert tuple(model.get_layer("aug_zoom").height_factor) == (-0.2, 0.12)
 
 
 def test_a_whole_face_network_is_shifted_by_at_most_shift_pixels(tmp_path: Path) -> None:
