@@ -95,28 +95,47 @@ def model_evaluate(
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
     tta: TtaOpt = None,
     confusion_png: Annotated[Optional[Path], typer.Option(help="Save a confusion-matrix picture.")] = None,
+    detector: Annotated[bool, typer.Option(
+        "--detector", help="Also classify the faces as framed by the configured face detector, "
+                           "as in a call, beside the data set's own framing.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Accuracy, per-class recall, confusion matrix and ms per face of the model."""
     from confbot.modeling.data import load_face_set
-    from confbot.modeling.evaluate import evaluate, format_report, plot_confusion
-    from confbot.vision import load_classifier, resolve_manifest
+    from confbot.modeling.evaluate import (
+        evaluate,
+        format_detector_path,
+        format_report,
+        plot_confusion,
+        through_detector,
+    )
+    from confbot.vision import build_detector, load_classifier, resolve_manifest
+    from face_core import FaceAnalyzer
 
+    path = None
     try:
         settings = _settings(config, tta=tta)
         manifest = model or resolve_manifest(settings.model.manifest)
         classifier = load_classifier(manifest, threads=threads, tta=settings.model.tta)
-        result = evaluate(classifier, load_face_set(data), threads=threads)
+        faces = load_face_set(data)
+        result = evaluate(classifier, faces, threads=threads)
+        if detector:
+            analyzer = FaceAnalyzer(detector=build_detector(settings), classifier=classifier)
+            path = through_detector(analyzer, faces)
     except ConfbotError as exc:
         _fail(exc)
     if confusion_png is not None:
         plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
     cpu = cpu_info()
+    through = {} if path is None else {
+        "through_detector": {"detector": settings.detector.kind, **path.as_dict()}}
     if as_json:
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
-                               "cpu": cpu.as_dict()}))
+                               "cpu": cpu.as_dict(), **through}))
     else:
         typer.echo(format_report(result))
+        if path is not None:
+            typer.echo(format_detector_path(path, settings.detector.kind))
         typer.echo(f"cpu: {cpu.describe()}")
 
 

@@ -193,6 +193,33 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     assert "model.tta must be one of" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Path) -> None:
+    data = np.load(publictest_path)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=data["x"][:120], y=data["y"][:120])
+    res = run("model", "evaluate", str(small), "--json", "--detector")
+    assert res.returncode == 0, res.stderr
+    path = json.loads(res.stdout)["through_detector"]
+    assert path["detector"] == "haar" and path["n"] == 120 and path["margin"] == 0.0
+    assert 60 <= path["found"] <= 120  # Haar misses profiles and odd crops, not most faces
+    assert 0.7 < path["box_side"]["p10"] <= path["box_side"]["median"] <= path["box_side"]["p90"] < 1.4
+    assert 0.3 < path["accuracy_detector"] <= 1 and 0.3 < path["accuracy_dataset"] <= 1
+    res = run("model", "evaluate", str(small), "--detector")
+    assert res.returncode == 0, res.stderr
+    assert f"{path['found']} of 120 faces found" in res.stdout
+
+
+def test_faces_the_detector_cannot_find_are_counted_as_not_found(analyzer) -> None:  # type: ignore[no-untyped-def]
+    from confbot.modeling.data import FaceSet
+    from confbot.modeling.evaluate import through_detector
+
+    blank = FaceSet(x=np.full((3, 48, 48), 128, np.uint8), y=np.zeros(3, np.int64), sha256="",
+                    path=Path("blank.npz"))
+    path = through_detector(analyzer, blank)
+    assert (path.n, path.found, path.box_side) == (3, 0, {})
+    assert path.as_dict()["found_share"] == 0.0
+
+
 def test_model_evaluate_refuses_a_bad_npz(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((3, 48, 48), np.uint8))
