@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
-# the shipped model (with the flip as shipped, without, and with ten-crop TTA) and fer's
+# the shipped model (with the flip as shipped, without, with ten-crop TTA, and framed by the
+# face detector as in a call) and fer's
 # mini-XCEPTION, side by side.
 # Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
 # Any other model in models/ is measured too, with and without the flip.
@@ -29,6 +30,8 @@ $bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publi
   > "$out/shipped_flip_tta.json"
 $bin/confbot model evaluate "$test" --json --tta none > "$out/shipped_no_tta.json"
 $bin/confbot model evaluate "$test" --json --tta ten-crop > "$out/shipped_ten_crop.json"
+# As a call frames the faces: found by the face detector and cropped from its box.
+$bin/confbot model evaluate "$test" --json --detector > "$out/shipped_through_detector.json"
 $bin/confbot model evaluate "$test" --json --tta none \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
 names="shipped_flip_tta shipped_no_tta shipped_ten_crop fer_mini_xception"
