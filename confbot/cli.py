@@ -171,25 +171,42 @@ def model_compare(
     data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
     model: Annotated[list[Path], typer.Option(help="Two model manifests: A, then B.")],
     tta: TtaOpt = None,
+    detector: Annotated[bool, typer.Option(
+        "--detector", help="Compare on the faces the configured detector finds, cropped from its "
+                           "boxes, as in a call.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Whether model A beats model B on the same faces: McNemar's exact test, as one JSON object."""
+    from confbot.errors import DataError
     from confbot.modeling.data import load_face_set
-    from confbot.modeling.evaluate import classify_all, compare_predictions
-    from confbot.vision import load_classifier
+    from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
+    from confbot.vision import build_detector, load_classifier
+    from face_core import FaceAnalyzer
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
+    framing: dict[str, Any] = {}
     try:
         settings = _settings(config, tta=tta)
         faces = load_face_set(data)
-        preds = [classify_all(load_classifier(m, threads=1, tta=settings.model.tta),
-                              faces.x).argmax(1) for m in model]
+        classifiers = [load_classifier(m, threads=1, tta=settings.model.tta) for m in model]
+        views, y = [faces.x, faces.x], faces.y
+        if detector:
+            located = find_faces(FaceAnalyzer(detector=build_detector(settings),
+                                              classifier=classifiers[0]), faces.x)
+            if not len(located.found):
+                raise DataError(f"{data}: the {settings.detector.kind} detector found none of "
+                                f"its {len(faces)} faces")
+            views = [located.crops(faces.x, size=c.input_size, margin=c.manifest.crop_margin)
+                     for c in classifiers]
+            y = faces.y[located.found]
+            framing = {"detector": settings.detector.kind, "faces": len(faces)}
+        preds = [classify_all(c, v).argmax(1) for c, v in zip(classifiers, views, strict=True)]
     except ConfbotError as exc:
         _fail(exc)
-    result = compare_predictions(preds[0], preds[1], faces.y)
+    result = compare_predictions(preds[0], preds[1], y)
     typer.echo(json.dumps({"model_a": str(model[0]), "model_b": str(model[1]), "data": str(data),
-                           "tta": settings.model.tta, **result.as_dict()}))
+                           "tta": settings.model.tta, **framing, **result.as_dict()}))
 
 
 @model_app.command("export")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from confbot.modeling.data import FaceSet
-from face_core import EMOTIONS, EmotionClassifier, FaceAnalyzer
+from face_core import EMOTIONS, Box, EmotionClassifier, FaceAnalyzer
 
 
 @dataclass(frozen=True)
@@ -106,47 +106,75 @@ class DetectorPath:
                 "accuracy_dataset": round(self.accuracy_dataset, 4)}
 
 
-def through_detector(analyzer: FaceAnalyzer, data: FaceSet, *, upscale: int = 3) -> DetectorPath:
-    """Classify each face as a call would: scaled up `upscale` times, set in a frame twice its
-    size (the edge replicated outwards, so no hard border), found by the analyzer's detector,
-    and cropped from the detector's box with the model's margin.
-
-    Of several boxes the one nearest the frame's centre counts; a face with none is not found.
-    """
+def _call_frame(face: np.ndarray, upscale: int) -> np.ndarray:
+    """A face scaled up `upscale` times and set in a frame twice its size, the edge replicated
+    outwards (so the detector meets no hard border)."""
     import cv2
 
-    from face_core.preprocess import crop_face
+    side = face.shape[0] * upscale
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC) if upscale > 1 else face
+    pad = side // 2
+    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
 
+
+@dataclass(frozen=True)
+class DetectorBoxes:
+    """Where a face detector framed each face of a set, as a call would meet it."""
+
+    upscale: int
+    found: np.ndarray  # indices of the faces the detector found
+    boxes: list[Box]  # the box nearest the frame's centre, one per face found
+
+    def crops(self, faces: np.ndarray, *, size: int, margin: float) -> np.ndarray:
+        """(len(found), size, size) crops from the boxes, grown by `margin` as the product does."""
+        from face_core.preprocess import crop_face
+
+        if not self.boxes:
+            return np.zeros((0, size, size), np.uint8)
+        return np.stack([crop_face(_call_frame(faces[i], self.upscale), box, size=size, margin=margin)
+                         for i, box in zip(self.found, self.boxes, strict=True)])
+
+    def sides(self, face_side: int) -> np.ndarray:
+        """Each box's side over the face's side in the frame."""
+        return np.array([max(b.w, b.h) for b in self.boxes], np.float64) / (face_side * self.upscale)
+
+
+def find_faces(analyzer: FaceAnalyzer, faces: np.ndarray, *, upscale: int = 3) -> DetectorBoxes:
+    """Run the analyzer's detector on each face as a call would meet it: scaled up `upscale`
+    times, in a frame twice its size. Of several boxes the one nearest the centre counts."""
     if upscale < 1:
         raise ValueError(f"upscale must be at least 1, got {upscale}")
-    classifier = analyzer.classifier
-    size, margin = classifier.input_size, classifier.manifest.crop_margin
-    found_idx: list[int] = []
-    sides: list[float] = []
-    crops: list[np.ndarray] = []
-    for i, face in enumerate(data.x):
-        side = face.shape[0] * upscale
-        big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC) if upscale > 1 else face
-        pad = side // 2
-        frame = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found: list[int] = []
+    boxes: list[Box] = []
+    for i, face in enumerate(faces):
+        frame = _call_frame(face, upscale)
         dets = analyzer.detect(frame, max_side_px=frame.shape[0])
         if not dets:
             continue
         centre = frame.shape[0] / 2
         best = min(dets, key=lambda d: (d.box.x + d.box.w / 2 - centre) ** 2
                    + (d.box.y + d.box.h / 2 - centre) ** 2)
-        found_idx.append(i)
-        sides.append(max(best.box.w, best.box.h) / side)
-        crops.append(crop_face(frame, best.box, size=size, margin=margin))
-    if not found_idx:
+        found.append(i)
+        boxes.append(best.box)
+    return DetectorBoxes(upscale=upscale, found=np.array(found, np.int64), boxes=boxes)
+
+
+def through_detector(analyzer: FaceAnalyzer, data: FaceSet, *, upscale: int = 3) -> DetectorPath:
+    """Accuracy on the faces the detector finds (see `find_faces`), cropped from its boxes with
+    the model's margin, against the data set's framing of the same faces."""
+    classifier = analyzer.classifier
+    margin = classifier.manifest.crop_margin
+    located = find_faces(analyzer, data.x, upscale=upscale)
+    if not len(located.found):
         return DetectorPath(n=len(data), found=0, upscale=upscale, margin=margin, box_side={},
                             accuracy_detector=0.0, accuracy_dataset=0.0)
-    y = data.y[found_idx]
-    by_detector = classify_all(classifier, np.stack(crops)).argmax(1)
-    by_dataset = classify_all(classifier, data.x[found_idx]).argmax(1)
-    p10, p50, p90 = np.percentile(sides, [10, 50, 90])
+    y = data.y[located.found]
+    crops = located.crops(data.x, size=classifier.input_size, margin=margin)
+    by_detector = classify_all(classifier, crops).argmax(1)
+    by_dataset = classify_all(classifier, data.x[located.found]).argmax(1)
+    p10, p50, p90 = np.percentile(located.sides(data.x.shape[1]), [10, 50, 90])
     return DetectorPath(
-        n=len(data), found=len(found_idx), upscale=upscale, margin=margin,
+        n=len(data), found=len(located.found), upscale=upscale, margin=margin,
         box_side={"p10": float(p10), "median": float(p50), "p90": float(p90)},
         accuracy_detector=float((by_detector == y).mean()),
         accuracy_dataset=float((by_dataset == y).mean()),

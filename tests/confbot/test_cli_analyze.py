@@ -267,6 +267,21 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
     assert result["accuracy_a"] == result["accuracy_b"] > 0.3
     assert result["only_a"] == result["only_b"] == 0 and result["p_value"] == 1.0
 
+    lite = str(Path(__file__).parents[2] / "models" / "emotion_cnn_lite.json")
+    res = run("model", "compare", str(small), "--model", shipped, "--model", lite, "--detector")
+    assert res.returncode == 0, res.stderr
+    framed = json.loads(res.stdout)
+    assert framed["detector"] == "haar" and framed["faces"] == 100 and 50 <= framed["n"] <= 100
+    res = run("model", "evaluate", str(small), "--json", "--detector")
+    alone = json.loads(res.stdout)["through_detector"]
+    assert (alone["found"], alone["accuracy_detector"]) == (framed["n"], framed["accuracy_a"])
+    assert framed["only_a"] + framed["only_b"] > 0  # two different networks disagree somewhere
+    blank = tmp_path / "blank.npz"
+    np.savez(blank, x=np.full((4, 48, 48), 128, np.uint8), y=np.zeros(4, np.int64))
+    res = run("model", "compare", str(blank), "--model", shipped, "--model", lite, "--detector")
+    assert res.returncode == 2 and "found none of its 4 faces" in res.stderr
+    assert "Traceback" not in res.stderr
+
     res = run("model", "compare", str(small), "--model", shipped)
     assert res.returncode == 2
     assert "exactly twice" in res.stderr and "Traceback" not in res.stderr
