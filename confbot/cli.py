@@ -110,7 +110,6 @@ def model_evaluate(
         through_detector,
     )
     from confbot.vision import build_detector, load_classifier, resolve_manifest
-    from face_core import FaceAnalyzer
 
     path = None
     try:
@@ -120,8 +119,7 @@ def model_evaluate(
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
         if detector:
-            analyzer = FaceAnalyzer(detector=build_detector(settings), classifier=classifier)
-            path = through_detector(analyzer, faces)
+            path = through_detector(build_detector(settings), classifier, faces)
     except ConfbotError as exc:
         _fail(exc)
     if confusion_png is not None:
@@ -181,7 +179,6 @@ def model_compare(
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
     from confbot.vision import build_detector, load_classifier
-    from face_core import FaceAnalyzer
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
@@ -192,8 +189,7 @@ def model_compare(
         classifiers = [load_classifier(m, threads=1, tta=settings.model.tta) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
-            located = find_faces(FaceAnalyzer(detector=build_detector(settings),
-                                              classifier=classifiers[0]), faces.x)
+            located = find_faces(build_detector(settings), faces.x)
             if not len(located.found):
                 raise DataError(f"{data}: the {settings.detector.kind} detector found none of "
                                 f"its {len(faces)} faces")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from confbot.modeling.data import FaceSet
-from face_core import EMOTIONS, Box, EmotionClassifier, FaceAnalyzer
+from face_core import EMOTIONS, Box, EmotionClassifier, FaceDetector
 
 
 @dataclass(frozen=True)
@@ -139,16 +139,16 @@ class DetectorBoxes:
         return np.array([max(b.w, b.h) for b in self.boxes], np.float64) / (face_side * self.upscale)
 
 
-def find_faces(analyzer: FaceAnalyzer, faces: np.ndarray, *, upscale: int = 3) -> DetectorBoxes:
-    """Run the analyzer's detector on each face as a call would meet it: scaled up `upscale`
-    times, in a frame twice its size. Of several boxes the one nearest the centre counts."""
+def find_faces(detector: FaceDetector, faces: np.ndarray, *, upscale: int = 3) -> DetectorBoxes:
+    """Run `detector` on each face as a call would meet it: scaled up `upscale` times, in a
+    frame twice its size. Of several boxes the one nearest the centre counts."""
     if upscale < 1:
         raise ValueError(f"upscale must be at least 1, got {upscale}")
     found: list[int] = []
     boxes: list[Box] = []
     for i, face in enumerate(faces):
         frame = _call_frame(face, upscale)
-        dets = analyzer.detect(frame, max_side_px=frame.shape[0])
+        dets = detector.detect(frame)
         if not dets:
             continue
         centre = frame.shape[0] / 2
@@ -159,12 +159,12 @@ def find_faces(analyzer: FaceAnalyzer, faces: np.ndarray, *, upscale: int = 3) -
     return DetectorBoxes(upscale=upscale, found=np.array(found, np.int64), boxes=boxes)
 
 
-def through_detector(analyzer: FaceAnalyzer, data: FaceSet, *, upscale: int = 3) -> DetectorPath:
-    """Accuracy on the faces the detector finds (see `find_faces`), cropped from its boxes with
+def through_detector(detector: FaceDetector, classifier: EmotionClassifier, data: FaceSet, *,
+                     upscale: int = 3) -> DetectorPath:
+    """Accuracy on the faces `detector` finds (see `find_faces`), cropped from its boxes with
     the model's margin, against the data set's framing of the same faces."""
-    classifier = analyzer.classifier
     margin = classifier.manifest.crop_margin
-    located = find_faces(analyzer, data.x, upscale=upscale)
+    located = find_faces(detector, data.x, upscale=upscale)
     if not len(located.found):
         return DetectorPath(n=len(data), found=0, upscale=upscale, margin=margin, box_side={},
                             accuracy_detector=0.0, accuracy_dataset=0.0)

@@ -212,10 +212,11 @@ def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Pa
 def test_faces_the_detector_cannot_find_are_counted_as_not_found(analyzer) -> None:  # type: ignore[no-untyped-def]
     from confbot.modeling.data import FaceSet
     from confbot.modeling.evaluate import through_detector
+    from face_core import HaarFaceDetector
 
     blank = FaceSet(x=np.full((3, 48, 48), 128, np.uint8), y=np.zeros(3, np.int64), sha256="",
                     path=Path("blank.npz"))
-    path = through_detector(analyzer, blank)
+    path = through_detector(HaarFaceDetector(), analyzer.classifier, blank)
     assert (path.n, path.found, path.box_side) == (3, 0, {})
     assert path.as_dict()["found_share"] == 0.0
 
