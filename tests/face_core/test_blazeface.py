@@ -1,0 +1,145 @@
+"""BlazeFace: the anchor grid and decoder (pure logic), and the real model on a real photo."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from face_core import ArtifactError, BlazeFaceDetector, HaarFaceDetector
+from face_core.blazeface import ANCHORS, INPUT_SIDE, RawFace, anchor_centres, decode, weighted_suppression
+from face_core.types import Box, Detection
+
+
+def test_the_anchor_grid_is_the_short_range_models() -> None:
+    anchors = anchor_centres()
+    assert anchors.shape == (896, 2)
+    # 16x16 cells of stride 8, two anchors each, row by row ...
+    assert anchors[0] == pytest.approx([1 / 32, 1 / 32]) and anchors[1] == pytest.approx(anchors[0])
+    assert anchors[2] == pytest.approx([3 / 32, 1 / 32])
+    assert anchors[32] == pytest.approx([1 / 32, 3 / 32])
+    # ... then 8x8 cells of stride 16, six anchors each.
+    assert anchors[512:518] == pytest.approx(np.tile([1 / 16, 1 / 16], (6, 1)))
+    assert anchors[-1] == pytest.approx([15 / 16, 15 / 16])
+
+
+def test_decode_turns_regressors_into_boxes_around_their_anchor() -> None:
+    regressors = np.zeros((len(ANCHORS), 16), np.float32)
+    logits = np.full(len(ANCHORS), -20.0, np.float32)
+    k = 600
+    regressors[k, :4] = [6.4, -12.8, 32.0, 38.4]  # offsets and size in input pixels
+    regressors[k, 4:6] = [-9.6, -6.4]  # first keypoint
+    logits[k] = 3.0
+    faces = decode(regressors, logits, ANCHORS, threshold=0.5)
+    assert len(faces) == 1
+    f = faces[0]
+    ax, ay = ANCHORS[k]
+    assert (f.cx, f.cy) == pytest.approx((ax + 0.05, ay - 0.1))
+    assert (f.w, f.h) == pytest.approx((0.25, 0.3))
+    assert f.keypoints[0] == pytest.approx([ax - 0.075, ay - 0.05])
+    assert f.score == pytest.approx(1 / (1 + np.exp(-3.0)))
+    # Logits far beyond float range are clipped, not turned into NaN.
+    logits[k] = 1e30
+    assert decode(regressors, logits, ANCHORS, threshold=0.5)[0].score == pytest.approx(1.0)
+    assert decode(regressors, np.full(len(ANCHORS), -20.0), ANCHORS, threshold=0.5) == []
+
+
+def _raw(cx: float, cy: float, side: float, score: float) -> RawFace:
+    return RawFace(cx, cy, side, side, score, np.full((6, 2), cx))
+
+
+def test_weighted_suppression_merges_overlapping_faces_by_score() -> None:
+    faces = [_raw(0.5, 0.5, 0.2, 0.6), _raw(0.2, 0.2, 0.1, 0.7), _raw(0.52, 0.5, 0.2, 0.9)]
+    merged = weighted_suppression(faces)
+    assert len(merged) == 2
+    top = merged[0]
+    assert top.score == 0.9  # the best candidate's score
+    assert top.cx == pytest.approx((0.5 * 0.6 + 0.52 * 0.9) / 1.5)  # score-weighted position
+    assert merged[1].cx == pytest.approx(0.2)
+    assert weighted_suppression([]) == []
+
+
+@pytest.fixture(scope="module")
+def blazeface_model() -> bytes:
+    from confbot.vision import BLAZEFACE_WHEEL, default_blazeface_model
+
+    path = default_blazeface_model()
+    if path is None:
+        pytest.skip(f"BlazeFace's model file is not installed ({BLAZEFACE_WHEEL}; `make setup` "
+                    "installs it)")
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def astronaut_gray() -> np.ndarray:
+    data = pytest.importorskip("skimage.data", reason="scikit-image supplies the test photo")
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+
+
+def test_blazeface_finds_the_face_in_a_real_photo_where_haar_does(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    found = BlazeFaceDetector(blazeface_model).detect(astronaut_gray)
+    assert len(found) == 1
+    haar = HaarFaceDetector().detect(astronaut_gray)
+    assert len(haar) == 1
+    # Calibrated to FER2013's framing, which Haar's box also matches (margin 0).
+    assert found[0].box.iou(haar[0].box) > 0.6
+    assert found[0].frontal and found[0].score > 0.7
+    # A frame with no face gives nothing.
+    assert BlazeFaceDetector(blazeface_model).detect(np.full((360, 640), 128, np.uint8)) == []
+
+
+class _Proposes:
+    """A finder that proposes fixed boxes."""
+
+    def __init__(self, *boxes: Box) -> None:
+        self.boxes = boxes
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        return [Detection(b, score=0.5) for b in self.boxes]
+
+
+def _small_face_frame(astronaut_gray: np.ndarray) -> tuple[np.ndarray, Box]:
+    """The astronaut's head and shoulders at 0.45 scale in a 640x360 frame (face about 50 px,
+    too small for BlazeFace's whole-frame view), with Haar's box of the face."""
+    head = cv2.resize(astronaut_gray[20:300, 90:340], None, fx=0.45, fy=0.45)
+    frame = np.full((360, 640), 90, np.uint8)
+    frame[360 - head.shape[0]:, 200:200 + head.shape[1]] = head
+    haar = HaarFaceDetector(min_face_px=24).detect(frame)
+    assert len(haar) == 1
+    return frame, haar[0].box
+
+
+def test_a_small_face_the_finder_proposes_is_framed_by_blazeface(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    frame, face = _small_face_frame(astronaut_gray)
+    assert BlazeFaceDetector(blazeface_model).detect(frame) == []
+    # A rough proposal: shifted by a fifth of the face and too big.
+    proposal = Box(face.x + face.w // 5, face.y - face.h // 5, face.w * 5 // 4, face.h * 5 // 4)
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(proposal)).detect(frame)
+    assert len(found) == 1
+    assert found[0].box != proposal
+    assert found[0].box.iou(face) > 0.6 > proposal.iou(face)
+
+
+def test_a_proposal_blazeface_cannot_confirm_is_kept_and_a_known_face_not_repeated(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    blank = Box(20, 20, 60, 60)
+    frame = astronaut_gray.copy()
+    frame[:120, :120] = 128
+    whole = BlazeFaceDetector(blazeface_model).detect(frame)
+    assert len(whole) == 1
+    again = Box(whole[0].box.x + 3, whole[0].box.y, whole[0].box.w, whole[0].box.h)
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(blank, again)).detect(frame)
+    assert [d.box for d in found] == [whole[0].box, blank]
+
+
+def test_a_file_that_is_not_blazeface_is_refused(blazeface_model: bytes) -> None:
+    from confbot.config import REPO_ROOT
+
+    emotion_model = (REPO_ROOT / "models" / "emotion_cnn.tflite").read_bytes()
+    with pytest.raises(ArtifactError, match="not BlazeFace short-range"):
+        BlazeFaceDetector(emotion_model)
+    with pytest.raises(ArtifactError, match="not a loadable BlazeFace model"):
+        BlazeFaceDetector(blazeface_model[: len(blazeface_model) // 2])
+    assert INPUT_SIDE == 128
