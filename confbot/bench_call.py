@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from confbot.config import DETECTOR_KINDS
 from confbot.errors import InputError
 from confbot.media_synth import compose_frames, encode_vp8, fer2013_faces_bgr
 
@@ -80,10 +81,13 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90
 
 
 def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: Path,
-               warmup_s: float = 30.0, workdir: Path | None = None) -> dict[str, Any]:
+               warmup_s: float = 30.0, workdir: Path | None = None,
+               detector: str = "auto") -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module docstring)."""
     if participants < 1 or seconds <= 0 or sample_fps <= 0:
         raise InputError("--participants, --seconds and --sample-fps must be positive")
+    if detector not in DETECTOR_KINDS:
+        raise InputError(f"--detector must be one of {', '.join(DETECTOR_KINDS)}, got {detector!r}")
     if not faces.is_file():
         raise InputError(f"{faces}: FER2013 faces not found (pass --faces PATH.npz)")
     with tempfile.TemporaryDirectory(prefix="confbot-bench-") as tmp:
@@ -95,7 +99,8 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
         config = work / "bench.toml"
         config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\n'
                           f'url = "sqlite:///{work / "bench.db"}"\n[pipeline]\nsample_fps = {sample_fps}\n'
-                          '[rtc]\nice_host_addresses = ["127.0.0.1"]\n')
+                          '[rtc]\nice_host_addresses = ["127.0.0.1"]\n'
+                          f'[detector]\nkind = "{detector}"\n')
         log = (work / "server.log").open("wb")
         server = subprocess.Popen([sys.executable, "-m", "confbot", "serve", "--config", str(config)],
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -127,7 +132,8 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
             except subprocess.TimeoutExpired:
                 server.kill()
             log.close()
-    return _figures(window, participants=participants, seconds=seconds, sample_fps=sample_fps)
+    return {"detector": detector,
+            **_figures(window, participants=participants, seconds=seconds, sample_fps=sample_fps)}
 
 
 async def _follow(feed_url: str, token: str, pid: int, *, participants: int, warmup_s: float,

@@ -306,6 +306,8 @@ def bench_call_command(
     warmup: Annotated[float, typer.Option(help="Seconds allowed before measuring.")] = 30.0,
     faces: Annotated[Path, typer.Option(help="FER2013 faces (.npz) to build the video from.")] = Path(
         "../shared/datasets/fer2013/publictest.npz"),
+    detector: Annotated[str, typer.Option(
+        help="The server's face detector (detector.kind): auto, haar, blazeface or yunet.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A whole call on loopback: samples/s, frame-to-feed latency, CPU per participant, RSS."""
@@ -313,7 +315,7 @@ def bench_call_command(
 
     try:
         result = bench_call(participants=participants, seconds=seconds, sample_fps=sample_fps,
-                            faces=faces, warmup_s=warmup)
+                            faces=faces, warmup_s=warmup, detector=detector)
     except ConfbotError as exc:
         _fail(exc)
     if as_json:

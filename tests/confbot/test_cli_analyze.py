@@ -216,6 +216,8 @@ def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Pa
     assert 0.6 < path["box_side"]["p10"] <= path["box_side"]["median"] <= path["box_side"]["p90"] < 1.4
     assert 0.9 < path["box_side"]["median"] < 1.1  # both are calibrated to the data set's framing
     assert 0.3 < path["accuracy_detector"] <= 1 and 0.3 < path["accuracy_dataset"] <= 1
+    assert path["accuracy_all"] == pytest.approx(path["accuracy_detector"] * path["found"] / 120,
+                                                 abs=1e-4)
     res = run("model", "evaluate", str(small), "--detector", "-c", str(config))
     assert res.returncode == 0, res.stderr
     assert f"{path['found']} of 120 faces found" in res.stdout
@@ -230,7 +232,7 @@ def test_faces_the_detector_cannot_find_are_counted_as_not_found(analyzer) -> No
                     path=Path("blank.npz"))
     path = through_detector(HaarFaceDetector(), analyzer.classifier, blank)
     assert (path.n, path.found, path.box_side) == (3, 0, {})
-    assert path.as_dict()["found_share"] == 0.0
+    assert path.as_dict()["found_share"] == 0.0 and path.accuracy_all == 0.0
 
 
 def test_model_evaluate_refuses_a_bad_npz(tmp_path: Path) -> None:
