@@ -122,4 +122,5 @@ class Health(BaseModel):
     database: str
     active_calls: int
     writer: dict[str, Any]
+    detector: str  # the face detector in use ("auto" resolved)
     emotions: list[str] = Field(default_factory=lambda: list(EMOTIONS))

@@ -117,7 +117,12 @@ def test_bad_offers_and_tokens_get_clear_errors_and_the_server_stays_up(server: 
     assert refused.close_code is not None and refused.close_code >= 4000, (refused.close_code, refused.error)
     assert refused.close_reason and refused.messages == []
 
-    assert httpx.get(f"{server.url}/healthz", timeout=15).status_code == 200
+    health = httpx.get(f"{server.url}/healthz", timeout=15)
+    assert health.status_code == 200
+    from confbot.config import Settings
+    from confbot.vision import detector_kind
+
+    assert health.json()["detector"] == detector_kind(Settings())  # "auto", resolved alike
     shown = server.api("GET", f"/api/calls/{call['id']}", call["host_token"]).json()
     assert shown["status"] == "live"
 

@@ -143,3 +143,26 @@ def test_a_file_that_is_not_blazeface_is_refused(blazeface_model: bytes) -> None
     with pytest.raises(ArtifactError, match="not a loadable BlazeFace model"):
         BlazeFaceDetector(blazeface_model[: len(blazeface_model) // 2])
     assert INPUT_SIDE == 128
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 700), (700, 3), (9, 9)])
+def test_degenerate_frames_give_no_faces_and_no_error(blazeface_model: bytes,
+                                                      shape: tuple[int, int]) -> None:
+    detector = BlazeFaceDetector(blazeface_model, finder=HaarFaceDetector(min_face_px=24))
+    for value in (0, 255):
+        assert detector.detect(np.full(shape, value, np.uint8)) == []
+
+
+def test_a_proposal_running_off_the_frame_is_looked_at_with_the_frame_padded(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    # The astronaut's head, small and cut by the frame's left edge: neither BlazeFace's view of
+    # the whole frame nor Haar finds it; a proposal that runs off the frame leads BlazeFace to it.
+    head = cv2.resize(astronaut_gray[20:300, 190:340], None, fx=0.45, fy=0.45)
+    frame = np.full((360, 640), 90, np.uint8)
+    frame[360 - head.shape[0]:, :head.shape[1]] = head
+    assert BlazeFaceDetector(blazeface_model).detect(frame) == []
+    proposal = Box(-20, 250, 50, 50)
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(proposal)).detect(frame)
+    assert len(found) == 1 and found[0].box != proposal
+    assert found[0].score > 0.7  # BlazeFace's own score, not the proposal's 0.5
+    assert found[0].box.iou(proposal) > 0.5
