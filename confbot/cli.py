@@ -109,9 +109,10 @@ def model_evaluate(
         plot_confusion,
         through_detector,
     )
-    from confbot.vision import build_detector, detector_kind, load_classifier, resolve_manifest
+    from confbot.vision import build_detector, load_classifier, resolve_manifest
 
     path = None
+    detector_name = ""
     try:
         settings = _settings(config, tta=tta)
         manifest = model or resolve_manifest(settings.model.manifest)
@@ -119,21 +120,23 @@ def model_evaluate(
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
         if detector:
-            path = through_detector(build_detector(settings), classifier, faces)
+            face_detector = build_detector(settings)
+            detector_name = face_detector.name
+            path = through_detector(face_detector, classifier, faces)
     except ConfbotError as exc:
         _fail(exc)
     if confusion_png is not None:
         plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
     cpu = cpu_info()
     through = {} if path is None else {
-        "through_detector": {"detector": detector_kind(settings), **path.as_dict()}}
+        "through_detector": {"detector": detector_name, **path.as_dict()}}
     if as_json:
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
                                "cpu": cpu.as_dict(), **through}))
     else:
         typer.echo(format_report(result))
         if path is not None:
-            typer.echo(format_detector_path(path, detector_kind(settings)))
+            typer.echo(format_detector_path(path, detector_name))
         typer.echo(f"cpu: {cpu.describe()}")
 
 
@@ -178,7 +181,7 @@ def model_compare(
     from confbot.errors import DataError
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
-    from confbot.vision import build_detector, detector_kind, load_classifier
+    from confbot.vision import build_detector, load_classifier
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
@@ -189,14 +192,15 @@ def model_compare(
         classifiers = [load_classifier(m, threads=1, tta=settings.model.tta) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
-            located = find_faces(build_detector(settings), faces.x)
+            face_detector = build_detector(settings)
+            located = find_faces(face_detector, faces.x)
             if not len(located.found):
-                raise DataError(f"{data}: the {detector_kind(settings)} detector found none of "
+                raise DataError(f"{data}: the {face_detector.name} detector found none of "
                                 f"its {len(faces)} faces")
             views = [located.crops(faces.x, size=c.input_size, margin=c.manifest.crop_margin)
                      for c in classifiers]
             y = faces.y[located.found]
-            framing = {"detector": detector_kind(settings), "faces": len(faces)}
+            framing = {"detector": face_detector.name, "faces": len(faces)}
         preds = [classify_all(c, v).argmax(1) for c, v in zip(classifiers, views, strict=True)]
     except ConfbotError as exc:
         _fail(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -59,7 +60,13 @@ def default_blazeface_model() -> Path | None:
     return path if path.is_file() else None
 
 
+# The file BlazeFaceDetector's box_scale and box_shift were measured on (the wheel's copy).
+BLAZEFACE_SHA256 = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
+
+
 def _blazeface_content(configured: str) -> bytes:
+    """The BlazeFace model's bytes: the configured file, or the installed wheel's, which
+    must be the file the framing was calibrated on."""
     path = Path(configured) if configured else default_blazeface_model()
     if path is None:
         raise ModelError(
@@ -67,9 +74,19 @@ def _blazeface_content(configured: str) -> bytes:
             f"run `make setup` (it installs {BLAZEFACE_WHEEL} without its dependencies) or set "
             "detector.blazeface_model to the file's path")
     try:
-        return path.read_bytes()
+        content = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"{path}: BlazeFace model not readable ({exc})") from exc
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != BLAZEFACE_SHA256:
+        if not configured:
+            raise ModelError(f"{path}: sha256 {digest[:12]}... is not {BLAZEFACE_WHEEL}'s file "
+                             f"({BLAZEFACE_SHA256[:12]}...); it is corrupt or another version: "
+                             "reinstall it (make setup)")
+        log.warning("%s is not the BlazeFace file whose boxes were calibrated to the emotion "
+                    "model's framing (sha256 %s..., not %s...); faces may be framed differently",
+                    path, digest[:12], BLAZEFACE_SHA256[:12])
+    return content
 
 
 def detector_kind(settings: Settings) -> str:
@@ -82,15 +99,27 @@ def detector_kind(settings: Settings) -> str:
 
 
 def build_detector(settings: Settings) -> FaceDetector:
+    """The detector the settings ask for. With "auto", a BlazeFace file that is missing or
+    cannot be loaded means Haar, with a warning; asked for by name, it is an error."""
     cfg = settings.detector
     kind = detector_kind(settings)
-    log.info("face detector: %s%s", kind, " (auto)" if cfg.kind == "auto" else "")
     try:
         if kind == "blazeface":
-            # Haar proposes the faces too small for BlazeFace's view of the whole frame.
-            return BlazeFaceDetector(_blazeface_content(cfg.blazeface_model),
-                                     finder=HaarFaceDetector(min_face_px=cfg.min_face_px),
-                                     min_face_px=cfg.min_face_px)
+            try:
+                # Haar proposes the faces too small for BlazeFace's view of the whole frame.
+                detector: FaceDetector = BlazeFaceDetector(
+                    _blazeface_content(cfg.blazeface_model),
+                    finder=HaarFaceDetector(min_face_px=cfg.min_face_px),
+                    min_face_px=cfg.min_face_px)
+                log.info("face detector: blazeface, with haar proposing small faces")
+                return detector
+            except (ModelError, ArtifactError) as exc:
+                if cfg.kind != "auto":
+                    raise
+                log.warning("face detector: haar, because BlazeFace could not be loaded: %s", exc)
+        elif cfg.kind == "auto":
+            log.warning("face detector: haar, because BlazeFace's model file is not installed "
+                        "(`make setup` installs %s; BlazeFace finds more faces)", BLAZEFACE_WHEEL)
         if kind == "yunet":
             return YuNetFaceDetector(Path(cfg.yunet_model), min_face_px=cfg.min_face_px)
         return HaarFaceDetector(min_face_px=cfg.min_face_px)

@@ -67,6 +67,10 @@ class FaceAnalyzer:
     def classifier(self) -> EmotionClassifier:
         return self._classifier
 
+    @property
+    def detector(self) -> FaceDetector:
+        return self._detector
+
     def new_stream(self) -> FaceStream:
         """State for one more stream. Streams take turns for their whole-frame searches
         (round-robin phases), so tracks that started together do not all search in the same

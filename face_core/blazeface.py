@@ -44,7 +44,7 @@ def anchor_centres(side: int = INPUT_SIDE, grids: tuple[tuple[int, int], ...] = 
 ANCHORS = anchor_centres()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RawFace:
     """A decoded face before suppression, in the input's unit square."""
 
@@ -60,7 +60,8 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, *,
            threshold: float, side: int = INPUT_SIDE) -> list[RawFace]:
     """The anchors whose score beats `threshold`, decoded (regressors (N, 16), logits (N,))."""
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
-    keep = np.flatnonzero(scores > threshold)
+    # A broken model's non-finite outputs are no face, not an error.
+    keep = np.flatnonzero((scores > threshold) & np.isfinite(regressors).all(axis=1))
     out = []
     for i in keep:
         r = regressors[i] / side
@@ -86,8 +87,9 @@ def weighted_suppression(faces: list[RawFace], overlap: float = 0.3) -> list[Raw
     out = []
     while remaining:
         best = remaining[0]
-        cluster = [f for f in remaining if _iou(best, f) > overlap] or [best]
-        remaining = [f for f in remaining if f not in cluster]
+        in_cluster = [f is best or _iou(best, f) > overlap for f in remaining]
+        cluster = [f for f, c in zip(remaining, in_cluster, strict=True) if c]
+        remaining = [f for f, c in zip(remaining, in_cluster, strict=True) if not c]
         weights = np.array([f.score for f in cluster])
         weights /= weights.sum()
         boxes = np.array([(f.cx, f.cy, f.w, f.h) for f in cluster])
@@ -97,21 +99,36 @@ def weighted_suppression(faces: list[RawFace], overlap: float = 0.3) -> list[Raw
     return out
 
 
+def _same_face(a: Box, b: Box) -> bool:
+    """Whether two boxes frame one face: they overlap well, or one's centre lies inside the
+    other (a finder's box inside a larger BlazeFace box has a low IoU with it)."""
+    if a.iou(b) > 0.3:
+        return True
+    ax, ay = a.x + a.w / 2, a.y + a.h / 2
+    bx, by = b.x + b.w / 2, b.y + b.h / 2
+    return (b.x <= ax <= b.x + b.w and b.y <= ay <= b.y + b.h) or \
+        (a.x <= bx <= a.x + a.w and a.y <= by <= a.y + a.h)
+
+
 class BlazeFaceDetector:
     """MediaPipe's short-range BlazeFace. `model_content` is the .tflite file's bytes.
 
     The model sees the whole frame shrunk to 128x128, so on its own it finds only faces that
     fill a good part of the frame (about a fifth of its longer side or more). `finder`, a
-    detector that works at any scale (Haar), proposes the smaller faces: each of its boxes
-    that BlazeFace has not found is looked at again in a window twice its size, where the
-    face fills half of BlazeFace's input, as in its training, and BlazeFace's box replaces
-    the finder's when it finds one there. A box it cannot confirm is kept as the finder's.
+    detector that works down to small faces (Haar, to its `min_face_px`), proposes the
+    smaller ones. Each proposal that BlazeFace has not found is looked at again in a window
+    twice its size, where the face fills half of BlazeFace's input as in its training, and
+    BlazeFace's box replaces the proposal when one of about its size (half to twice) is found
+    there. A proposal it cannot confirm is kept as it is; one on a face already found is
+    dropped.
 
     BlazeFace's box runs from the brows to the chin; the classifier was trained on faces
     framed as in FER2013 (forehead to chin, a little wider). `box_scale` (times the box's
     side) and `box_shift` (times the new side, downwards) turn the one into the other; the
     defaults were measured on FER2013's Training faces (tools/detector-framing.py).
     """
+
+    name = "blazeface"
 
     def __init__(self, model_content: bytes, *, finder: FaceDetector | None = None,
                  score_threshold: float = 0.5, min_face_px: int = 24,
@@ -123,14 +140,18 @@ class BlazeFaceDetector:
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ArtifactError(f"not a loadable BlazeFace model ({exc})") from exc
-        inp = self._interp.get_input_details()[0]
+        inputs = self._interp.get_input_details()
         outs = sorted(self._interp.get_output_details(), key=lambda d: int(d["shape"][-1]))
-        if (tuple(inp["shape"]) != (1, INPUT_SIDE, INPUT_SIDE, 3) or len(outs) != 2
+        if len(inputs) != 1:
+            raise ArtifactError(f"model is not BlazeFace short-range: {len(inputs)} inputs, not 1")
+        inp = inputs[0]
+        if (tuple(inp["shape"]) != (1, INPUT_SIDE, INPUT_SIDE, 3) or inp["dtype"] != np.float32
+                or len(outs) != 2
                 or tuple(outs[0]["shape"]) != (1, len(ANCHORS), 1)
                 or tuple(outs[1]["shape"]) != (1, len(ANCHORS), 4 + 2 * KEYPOINTS)):
             raise ArtifactError(
-                "model is not BlazeFace short-range (input 1x128x128x3, outputs 1x896x1 and "
-                f"1x896x16); its input is {inp['shape'].tolist()}")
+                "model is not BlazeFace short-range (float32 input 1x128x128x3, outputs 1x896x1 "
+                f"and 1x896x16); its input is {inp['shape'].tolist()} {np.dtype(inp['dtype'])}")
         self._input = inp["index"]
         self._logits, self._regressors = outs[0]["index"], outs[1]["index"]
         self._finder = finder
@@ -140,13 +161,19 @@ class BlazeFaceDetector:
         self._box_shift = box_shift
 
     def detect(self, gray: np.ndarray) -> list[Detection]:
+        if gray.ndim == 3:  # a BGR frame, as Haar also takes
+            gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+        if gray.dtype != np.uint8:
+            raise ValueError(f"expected an 8-bit frame, got {gray.dtype}")
         found = self._whole(gray)
         if self._finder is None:
             return found
         for proposal in self._finder.detect(gray):
-            if any(proposal.box.iou(f.box) > 0.3 for f in found):
+            if any(_same_face(proposal.box, f.box) for f in found):
                 continue
-            found.append(self._confirm(gray, proposal))
+            confirmed = self._confirm(gray, proposal)
+            if not any(_same_face(confirmed.box, f.box) for f in found):
+                found.append(confirmed)
         return found
 
     def _confirm(self, gray: np.ndarray, proposal: Detection) -> Detection:
@@ -161,9 +188,11 @@ class BlazeFaceDetector:
             gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         window = gray[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
         centre = side / 2
+        proposed = max(box.w, box.h)
         near = [d for d in self._whole(window)
                 if abs(d.box.x + d.box.w / 2 - centre) < side / 4
-                and abs(d.box.y + d.box.h / 2 - centre) < side / 4]
+                and abs(d.box.y + d.box.h / 2 - centre) < side / 4
+                and proposed / 2 <= d.box.w <= proposed * 2]
         if not near:
             return proposal
         best = max(near, key=lambda d: d.score)

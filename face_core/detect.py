@@ -18,6 +18,8 @@ from face_core.types import Box, Detection
 
 
 class FaceDetector(Protocol):
+    name: str  # the detector's kind, as `detector.kind` names it
+
     def detect(self, gray: np.ndarray) -> list[Detection]:
         """Faces in an 8-bit grayscale frame, boxes in that frame's pixels."""
         ...
@@ -37,6 +39,8 @@ def default_haar_cascade() -> Path:
 
 class HaarFaceDetector:
     """Viola-Jones frontal faces. `min_face_px` is in the pixels of the frame it is given."""
+
+    name = "haar"
 
     def __init__(self, cascade_path: Path | None = None, *, min_face_px: int = 40,
                  scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
@@ -63,6 +67,8 @@ class HaarFaceDetector:
 
 class YuNetFaceDetector:
     """OpenCV's YuNet CNN (`cv2.FaceDetectorYN`); `model_path` is its ONNX file."""
+
+    name = "yunet"
 
     def __init__(self, model_path: Path, *, score_threshold: float = 0.7,
                  min_face_px: int = 24) -> None:

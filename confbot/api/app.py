@@ -55,7 +55,7 @@ from confbot.store.errors import NotFoundError
 from confbot.store.models import Call
 from confbot.store.samples import page_samples
 from confbot.store.writer import SampleWriter
-from confbot.vision import build_analyzer, detector_kind
+from confbot.vision import build_analyzer
 from confbot.web.routes import mount_web
 from face_core.emotions import EMOTIONS
 
@@ -343,7 +343,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                       active_calls=len(svc.manager.active),
                       writer={"pending": stats.pending, "written": stats.written,
                               "dropped": stats.dropped, "retries": stats.retries},
-                      detector=detector_kind(svc.settings))
+                      detector=svc.worker.detector_name)
         return JSONResponse(body.model_dump(), status_code=200 if database == "ok" else 503)
 
     @app.get("/metrics", tags=["ops"])

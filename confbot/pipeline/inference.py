@@ -125,6 +125,11 @@ class InferenceWorker:
         return self._analyzer.new_stream()
 
     @property
+    def detector_name(self) -> str:
+        """The face detector's kind ("blazeface", "haar" or "yunet")."""
+        return self._analyzer.detector.name
+
+    @property
     def stats(self) -> InferenceStats:
         return InferenceStats(
             batches=self._batches, frames=self._frames, faces=self._faces,

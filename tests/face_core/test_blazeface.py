@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from face_core import ArtifactError, BlazeFaceDetector, HaarFaceDetector
-from face_core.blazeface import ANCHORS, INPUT_SIDE, RawFace, anchor_centres, decode, weighted_suppression
+from face_core.blazeface import ANCHORS, RawFace, anchor_centres, decode, weighted_suppression
 from face_core.types import Box, Detection
 
 
@@ -122,16 +122,84 @@ def test_a_small_face_the_finder_proposes_is_framed_by_blazeface(
     assert found[0].box.iou(face) > 0.6 > proposal.iou(face)
 
 
-def test_a_proposal_blazeface_cannot_confirm_is_kept_and_a_known_face_not_repeated(
-        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
-    blank = Box(20, 20, 60, 60)
+def test_a_proposal_blazeface_cannot_confirm_is_kept(blazeface_model: bytes,
+                                                     astronaut_gray: np.ndarray) -> None:
     frame = astronaut_gray.copy()
     frame[:120, :120] = 128
     whole = BlazeFaceDetector(blazeface_model).detect(frame)
     assert len(whole) == 1
-    again = Box(whole[0].box.x + 3, whole[0].box.y, whole[0].box.w, whole[0].box.h)
-    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(blank, again)).detect(frame)
+    blank = Box(20, 20, 60, 60)
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(blank)).detect(frame)
     assert [d.box for d in found] == [whole[0].box, blank]
+
+
+@pytest.mark.parametrize("change", ["shifted", "half", "double", "off by 0.45"])
+def test_a_proposal_on_a_face_already_found_adds_no_second_face(
+        blazeface_model: bytes, astronaut_gray: np.ndarray, change: str) -> None:
+    whole = BlazeFaceDetector(blazeface_model).detect(astronaut_gray)
+    assert len(whole) == 1
+    b = whole[0].box
+    proposal = {
+        "shifted": Box(b.x + 3, b.y, b.w, b.h),
+        "half": Box(b.x + b.w // 4, b.y + b.h // 4, b.w // 2, b.h // 2),  # inside: IoU 0.25
+        "double": Box(b.x - b.w // 2, b.y - b.h // 2, b.w * 2, b.h * 2),
+        "off by 0.45": Box(b.x + b.w * 45 // 100, b.y, b.w, b.h),
+    }[change]
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(proposal)).detect(astronaut_gray)
+    assert [d.box for d in found] == [b]
+
+
+def test_blazeface_does_not_take_a_face_of_another_size_for_the_proposal(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    frame, face = _small_face_frame(astronaut_gray)
+    # A proposal a third of the face's size on its centre: the face BlazeFace sees in the
+    # window is three times the proposal, so it is not taken for it.
+    third = Box(face.x + face.w // 3, face.y + face.h // 3, face.w // 3, face.h // 3)
+    found = BlazeFaceDetector(blazeface_model, finder=_Proposes(third)).detect(frame)
+    assert [d.box for d in found] == [third]
+
+
+@pytest.mark.parametrize(("height", "width", "top", "left"),
+                         [(620, 800, 10, 190), (800, 620, 190, 10), (600, 840, 0, 0),
+                          (700, 900, 100, 300)])
+def test_letterboxed_boxes_land_on_the_face_in_frames_of_any_shape(
+        blazeface_model: bytes, astronaut_gray: np.ndarray, height: int, width: int, top: int,
+        left: int) -> None:
+    photo = cv2.resize(astronaut_gray[:300, 60:360], (600, 600))  # head and shoulders
+    detector = BlazeFaceDetector(blazeface_model)
+    alone = detector.detect(photo)
+    assert len(alone) == 1
+    frame = np.full((height, width), 100, np.uint8)
+    frame[top:top + 600, left:left + 600] = photo
+    found = detector.detect(frame)
+    assert len(found) == 1
+    b = found[0].box
+    # The same face, in the frame's pixels: only the offset differs (and the input's scale).
+    assert Box(b.x - left, b.y - top, b.w, b.h).iou(alone[0].box) > 0.85
+
+
+def test_colour_frames_are_taken_and_other_pixel_types_refused(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    detector = BlazeFaceDetector(blazeface_model)
+    bgr = cv2.cvtColor(astronaut_gray, cv2.COLOR_GRAY2BGR)
+    assert [d.box for d in detector.detect(bgr)] == [d.box for d in detector.detect(astronaut_gray)]
+    with pytest.raises(ValueError, match="8-bit"):
+        detector.detect(astronaut_gray.astype(np.float32))
+
+
+def test_non_finite_model_outputs_are_no_face() -> None:
+    regressors = np.zeros((len(ANCHORS), 16), np.float32)
+    regressors[5, 0] = np.nan
+    logits = np.full(len(ANCHORS), -20.0, np.float32)
+    logits[5] = logits[6] = 5.0
+    faces = decode(regressors, logits, ANCHORS, threshold=0.5)
+    assert len(faces) == 1 and np.isfinite(faces[0].cx)
+
+
+def test_suppression_takes_identical_candidates_as_one() -> None:
+    twins = [_raw(0.5, 0.5, 0.2, 0.8), _raw(0.5, 0.5, 0.2, 0.8)]
+    merged = weighted_suppression(twins)
+    assert len(merged) == 1 and merged[0].cx == pytest.approx(0.5)
 
 
 def test_a_file_that_is_not_blazeface_is_refused(blazeface_model: bytes) -> None:
@@ -142,7 +210,6 @@ def test_a_file_that_is_not_blazeface_is_refused(blazeface_model: bytes) -> None
         BlazeFaceDetector(emotion_model)
     with pytest.raises(ArtifactError, match="not a loadable BlazeFace model"):
         BlazeFaceDetector(blazeface_model[: len(blazeface_model) // 2])
-    assert INPUT_SIDE == 128
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 700), (700, 3), (9, 9)])
