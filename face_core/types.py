@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from face_core.emotions import EMOTIONS
 
 
+def iou_xywh(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two axis-aligned boxes given as (x, y, w, h)."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class Box:
     """An axis-aligned box in pixels of the frame it was found in."""
@@ -21,11 +30,7 @@ class Box:
         return self.w * self.h
 
     def iou(self, other: Box) -> float:
-        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
-        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
+        return iou_xywh((self.x, self.y, self.w, self.h), (other.x, other.y, other.w, other.h))
 
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]

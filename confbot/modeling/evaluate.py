@@ -89,6 +89,7 @@ class DetectorPath:
     them. The difference between the two accuracies on the same faces is what that costs.
     """
 
+    detector: str  # the detector's kind (`FaceDetector.name`)
     n: int
     found: int  # faces for which the detector returned a box
     upscale: int
@@ -104,7 +105,7 @@ class DetectorPath:
         return self.found * self.accuracy_detector / self.n if self.n else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "found": self.found,
+        return {"detector": self.detector, "n": self.n, "found": self.found,
                 "found_share": round(self.found / self.n, 4) if self.n else 0.0,
                 "upscale": self.upscale, "margin": self.margin,
                 "box_side": {k: round(v, 3) for k, v in self.box_side.items()},
@@ -173,7 +174,8 @@ def through_detector(detector: FaceDetector, classifier: EmotionClassifier, data
     margin = classifier.manifest.crop_margin
     located = find_faces(detector, data.x, upscale=upscale)
     if not len(located.found):
-        return DetectorPath(n=len(data), found=0, upscale=upscale, margin=margin, box_side={},
+        return DetectorPath(detector=detector.name, n=len(data), found=0, upscale=upscale,
+                            margin=margin, box_side={},
                             accuracy_detector=0.0, accuracy_dataset=0.0)
     y = data.y[located.found]
     crops = located.crops(data.x, size=classifier.input_size, margin=margin)
@@ -181,7 +183,8 @@ def through_detector(detector: FaceDetector, classifier: EmotionClassifier, data
     by_dataset = classify_all(classifier, data.x[located.found]).argmax(1)
     p10, p50, p90 = np.percentile(located.sides(data.x.shape[1]), [10, 50, 90])
     return DetectorPath(
-        n=len(data), found=len(located.found), upscale=upscale, margin=margin,
+        detector=detector.name, n=len(data), found=len(located.found), upscale=upscale,
+        margin=margin,
         box_side={"p10": float(p10), "median": float(p50), "p90": float(p90)},
         accuracy_detector=float((by_detector == y).mean()),
         accuracy_dataset=float((by_dataset == y).mean()),
@@ -237,11 +240,11 @@ def format_report(ev: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def format_detector_path(path: DetectorPath, detector: str) -> str:
+def format_detector_path(path: DetectorPath) -> str:
     if not path.found:
-        return f"through the {detector} detector: no face found in {path.n}"
+        return f"through the {path.detector} detector: no face found in {path.n}"
     side = path.box_side
-    return (f"through the {detector} detector: {path.found} of {path.n} faces found "
+    return (f"through the {path.detector} detector: {path.found} of {path.n} faces found "
             f"(scaled x{path.upscale}); box side / face side p10 {side['p10']:.2f}, median "
             f"{side['median']:.2f}, p90 {side['p90']:.2f}; accuracy on the faces found "
             f"{path.accuracy_detector:.4f} framed by the detector (margin {path.margin:g}), "
