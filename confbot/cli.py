@@ -50,12 +50,18 @@ def model_train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Override `epochs`.")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option(help="Override the wall-clock budget.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override any setting, KEY=VALUE with a TOML value (empty: \"\"), e.g. "
+                      "--set 'arch.widths=[48, 96, 192, 384]' --set 'teacher=\"\"'; repeatable.")] = None,
 ) -> None:
     """Train the emotion CNN on FER2013 Training, picking the best epoch on validation data."""
-    from confbot.modeling.train import load_train_config, train
+    from confbot.modeling.train import load_train_config, parse_overrides, train
 
     try:
-        cfg = load_train_config(config, {"epochs": epochs, "budget_minutes": budget_minutes})
+        overrides = parse_overrides(set_ or [])
+        overrides.update({k: v for k, v in {"epochs": epochs, "budget_minutes": budget_minutes}.items()
+                          if v is not None})
+        cfg = load_train_config(config, overrides)
         best = train(cfg, out, resume=resume, command="confbot " + shlex.join(sys.argv[1:]))
     except ConfbotError as exc:
         _fail(exc)

@@ -79,7 +79,13 @@ def build_training_model(
     x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot")(x)
     x = layers.RandomZoom((-zoom[0], zoom[1]), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
     if cfg.crop_size < cfg.input_size:
-        x = layers.RandomCrop(cfg.crop_size, cfg.crop_size, seed=seed + 3, name="aug_crop")(x)
+        # Each face its own crop: a whole-pixel shift of up to the margin, then the centre
+        # crop. (Keras' RandomCrop takes one offset for the whole batch, and at inference
+        # returns its input uncropped, which the JAX trainer's build step trips over.)
+        share = (cfg.input_size - cfg.crop_size) / 2 / cfg.input_size
+        x = layers.RandomTranslation(share, share, fill_mode="reflect", interpolation="nearest",
+                                     seed=seed + 3, name="aug_crop_shift")(x)
+        x = layers.CenterCrop(cfg.crop_size, cfg.crop_size, name="aug_crop")(x)
     elif shift_pixels > 0:
         share = shift_pixels / cfg.input_size
         x = layers.RandomTranslation(share, share, fill_mode="reflect", seed=seed + 3,

@@ -1,4 +1,8 @@
-"""`confbot model train`: reproducible training of the emotion CNN on CPU.
+"""`confbot model train`: reproducible training of the emotion CNN.
+
+It runs on whichever Keras backend is configured: TensorFlow on the CPU by default, or JAX
+(`KERAS_BACKEND=jax`) on a GPU machine, where TensorFlow need not be installed
+(`export_at_end = false`; export afterwards where it is).
 
 A run lives in one directory: the resolved config, a checkpoint after every epoch
 (`last.keras`, with optimizer state, so `--resume` continues exactly), the best weights by
@@ -66,7 +70,12 @@ class TrainConfig:
     # the best checkpoint and the export use the average; training goes on from the weights.
     ema_momentum: float = 0.0
     budget_minutes: float = 0.0
+    # With a budget: shorten the learning-rate schedule so it ends within the budget, measured
+    # from the epochs run so far (the first, which compiles, not counted), instead of stopping
+    # part-way down it. Never lengthens it beyond `epochs`.
+    fit_schedule_to_budget: bool = False
     export_quantize: str = "float32"  # or "int8": what the run's `export/` holds
+    export_at_end: bool = True  # false: leave best.weights.h5 for `confbot model export RUN`
     # Backbone weights to start from: a new schedule from a trained network, a warm restart,
     # instead of from random weights. Either an export's `emotion_cnn.weights.h5` (same [arch])
     # or its manifest `emotion_cnn.json`, whose recorded architecture may have other widths
@@ -87,6 +96,27 @@ class TrainConfig:
     arch: ArchitectureConfig = field(default_factory=ArchitectureConfig)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings, VALUE in TOML syntax (empty: the empty string), to overrides for
+    `load_train_config`; `arch.KEY` names an [arch] setting."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        try:
+            if not sep or not key:
+                raise ValueError("expected KEY=VALUE")
+            # An empty VALUE is the empty string (`teacher=` turns distillation off).
+            parsed = tomllib.loads(f"v = {value}")["v"] if value.strip() else ""
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"--set {item!r}: {exc} (strings need quotes: teacher=\"x.npz\")") from exc
+        if key.startswith("arch."):
+            out.setdefault("arch", {})[key.removeprefix("arch.")] = parsed
+        else:
+            out[key] = parsed
+    return out
+
+
 def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     raw: dict[str, Any] = {}
     if path is not None:
@@ -94,7 +124,10 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
             raw = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read training config ({exc})") from exc
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if isinstance(overrides.get("arch"), dict) and isinstance(raw.get("arch", {}), dict):
+        overrides["arch"] = {**raw.get("arch", {}), **overrides["arch"]}
+    raw.update(overrides)
     arch_raw = raw.pop("arch", {})
     known = {f.name for f in fields(TrainConfig)} - {"arch"}
     unknown = set(raw) - known
@@ -112,6 +145,9 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
             isinstance(teacher, tuple) and all(isinstance(t, str) and t for t in teacher)):
         raise ConfigError(f"teacher must be a path or a list of paths, got {teacher!r}")
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
+    for name in ("mixed_bfloat16", "fit_schedule_to_budget", "export_at_end"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
         raise ConfigError("epochs, batch_size and peak_lr must be positive")
     if cfg.export_quantize not in ("float32", "int8"):
@@ -137,6 +173,17 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     return cfg
 
 
+# On the JAX backend the learning rate is set every this many steps (see `train`).
+LR_EVERY_JAX = 16
+_clock = time.monotonic  # a test's stand-in makes epoch times exact
+
+
+def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float) -> int:
+    """The epoch a budget-fitted schedule ends on: as many more epochs of `epoch_s` seconds
+    as fit in `left_s`, but never past `planned` and never before the `done` ones."""
+    return max(done, min(planned, done + int(left_s // epoch_s)))
+
+
 def class_weights(y: np.ndarray, power: float) -> dict[int, float]:
     counts = np.bincount(y, minlength=len(EMOTIONS)).astype(np.float64)
     w = (counts.mean() / np.maximum(counts, 1)) ** power
@@ -144,10 +191,11 @@ def class_weights(y: np.ndarray, power: float) -> dict[int, float]:
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to `min_lr` (Keras 3 ignores Adam's `decay`)."""
+def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, epochs: int | None = None) -> float:
+    """Linear warm-up, then cosine decay to `min_lr` (Keras 3 ignores Adam's `decay`) at the
+    end of `epochs` (default: the config's)."""
     warm = cfg.warmup_epochs * steps_per_epoch
-    total = cfg.epochs * steps_per_epoch
+    total = (epochs or cfg.epochs) * steps_per_epoch
     if step < warm:
         return cfg.peak_lr * (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
@@ -329,18 +377,36 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
     sample_weight = np.array([weights[c] for c in range(len(EMOTIONS))], np.float32)[train_set.y]
-    started = time.monotonic()
+    started = _clock()
     wall_before = float(state["wall_seconds"])
     budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
+    fit_budget = cfg.fit_schedule_to_budget and budget_s < math.inf
+    # The epoch the learning-rate schedule ends on: the config's, or fewer to fit the budget.
+    plan = {"epochs": min(cfg.epochs, int(state.get("planned_epochs", cfg.epochs)))}
+    # Seconds from the end of one epoch (validation and checkpoints included) to the end of
+    # the next, for this process's epochs.
+    epoch_seconds: list[float] = []
+    # With JAX the training state lives outside the model's variables during an epoch, and a
+    # callback touching `self.model` copies it back; doing that every step costs more than a
+    # small network's step, so there the learning rate is set every LR_EVERY_JAX steps.
+    lr_every = LR_EVERY_JAX if keras.backend.backend() == "jax" else 1
+
+    def seconds_per_epoch() -> float:
+        """Epoch time so far, leaving out this process's first epoch (it compiles) if it can."""
+        timed = epoch_seconds[1:] or epoch_seconds
+        return sum(timed) / len(timed)
 
     class Epochs(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if batch % lr_every:
+                return
             step = self._epoch * steps_per_epoch + batch
-            self.model.optimizer.learning_rate.assign(lr_at(step, steps_per_epoch, cfg))
+            self.model.optimizer.learning_rate.assign(
+                lr_at(step, steps_per_epoch, cfg, plan["epochs"]))
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._epoch = epoch
-            self._t0 = time.monotonic()
+            self._t0 = _clock()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
@@ -350,14 +416,23 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             probs = eval_model.predict(x_val, batch_size=256, verbose=0)
             val_acc = float((probs.argmax(1) == val_set.y).mean())
             logs["val_accuracy"] = val_acc
-            epoch_s = time.monotonic() - self._t0
+            epoch_s = _clock() - self._t0
             state["epochs_done"] = epoch + 1
-            state["wall_seconds"] = wall_before + time.monotonic() - started
             if val_acc > state["best_val_accuracy"] or not best_path.exists():
                 state["best_val_accuracy"] = val_acc
                 state["best_epoch"] = epoch + 1
                 eval_backbone.save_weights(best_path)
             self.model.save(last_ckpt)
+            now = _clock()
+            epoch_seconds.append(now - (started + sum(epoch_seconds)))
+            if fit_budget and len(epoch_seconds) >= 2:
+                fits = fitted_epochs(epoch + 1, plan["epochs"], budget_s - (now - started),
+                                     seconds_per_epoch())
+                if fits < plan["epochs"]:
+                    plan["epochs"] = state["planned_epochs"] = fits
+                    print(f"schedule fitted to the budget: it ends at epoch {fits} "
+                          f"({seconds_per_epoch():.1f} s an epoch)", flush=True)
+            state["wall_seconds"] = wall_before + now - started
             state_path.write_text(json.dumps(state, indent=2))
             new = not history_path.exists()
             with history_path.open("a", newline="") as fh:
@@ -366,23 +441,24 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                     w.writerow(["epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds"])
                 w.writerow([
                     epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
-                    f"{val_acc:.4f}", f"{lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg):.6f}",
+                    f"{val_acc:.4f}",
+                    f"{lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg, plan['epochs']):.6f}",
                     f"{epoch_s:.1f}",
                 ])
             print(
-                f"epoch {epoch + 1}/{cfg.epochs}: loss {logs.get('loss', 0):.4f} "
+                f"epoch {epoch + 1}/{plan['epochs']}: loss {logs.get('loss', 0):.4f} "
                 f"acc {logs.get('accuracy', 0):.4f} val_acc {val_acc:.4f} "
                 f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {epoch_s:.0f}s",
                 flush=True,
             )
-            elapsed = time.monotonic() - started
-            per_epoch = elapsed / max(1, epoch + 1 - initial_epoch)
-            if elapsed + per_epoch > budget_s:
+            if epoch + 1 >= plan["epochs"]:
+                self.model.stop_training = True
+            elif now - started + seconds_per_epoch() > budget_s:
                 print(f"wall-clock budget of {cfg.budget_minutes} min reached; stopping", flush=True)
                 self.model.stop_training = True
 
     initial_epoch = int(state["epochs_done"])
-    if initial_epoch < cfg.epochs:
+    if initial_epoch < plan["epochs"]:
         model.fit(
             x_train,
             y_train,
@@ -395,6 +471,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             callbacks=[Epochs()],
         )
     # However the run ended (all epochs, or the budget), its best epoch leaves ready to ship.
+    if not cfg.export_at_end:
+        print(f"best epoch {state['best_epoch']} (val_acc {state['best_val_accuracy']:.4f}) in "
+              f"{best_path}; export it with `confbot model export {run_dir}`", flush=True)
+        return best_path
     from confbot.modeling.export import export_run
 
     check = export_run(run_dir, run_dir / "export")

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,11 @@ from confbot.errors import ConfigError, DataError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.data import load_face_set
 from confbot.modeling.train import (
+    LR_EVERY_JAX,
     TrainConfig,
     class_weights,
     distill_targets,
+    fitted_epochs,
     load_train_config,
     lr_at,
 )
@@ -61,7 +64,7 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 # --- config, schedule, class weights -------------------------------------------------------
 
-@pytest.mark.parametrize("recipe", ["training.toml", "training-lite.toml"])
+@pytest.mark.parametrize("recipe", ["training.toml", "training-lite.toml", "training-gpu.toml"])
 def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     cfg = load_train_config(REPO / recipe)
     assert cfg.epochs >= 1 and cfg.arch.crop_size <= cfg.arch.input_size
@@ -89,12 +92,35 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("zoom_in = 1.0\n", r"zoom_in must be a share in \[0, 1\)"),
     ("zoom_out = -0.1\n", r"zoom_out must be a share in \[0, 1\)"),
     ('zoom_out = "0.1"\n', r"zoom_out must be a share in \[0, 1\)"),
+    ('export_at_end = "no"\n', "export_at_end must be true or false"),
+    ("fit_schedule_to_budget = 1\n", "fit_schedule_to_budget must be true or false"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_train_config(path)
+
+
+def test_set_overrides_any_setting_including_the_architecture(tmp_path: Path) -> None:
+    from confbot.modeling.train import parse_overrides
+
+    assert parse_overrides(["teacher="]) == parse_overrides(['teacher=""']) == {"teacher": ""}
+    overrides = parse_overrides(["arch.widths=[48, 96]", 'teacher=""', "epochs = 7",
+                                 "fit_schedule_to_budget=true"])
+    cfg = load_train_config(REPO / "training.toml", overrides)
+    assert cfg.arch.widths == (48, 96) and cfg.teacher == "" and cfg.epochs == 7
+    assert cfg.fit_schedule_to_budget is True
+    assert cfg.arch.head_units == load_train_config(REPO / "training.toml").arch.head_units
+    for bad, message in [("widths", "expected KEY=VALUE"), ("teacher=runs/t.npz", "need quotes"),
+                         ("arch.depth=3", r"unknown \[arch\] settings")]:
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(None, parse_overrides([bad]))
+    res = subprocess.run([sys.executable, "-m", "confbot", "model", "train", "--out",
+                          str(tmp_path / "run"), "--set", "epochs=zero"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--set 'epochs=zero'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
 
 
 def test_distillation_targets_mix_labels_with_softened_teacher_scores() -> None:
@@ -118,6 +144,44 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert decay == sorted(decay, reverse=True)
     assert lr_at(999, steps, cfg) == pytest.approx(1e-5, abs=1e-7)
     assert lr_at(600, steps, cfg) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+
+
+def test_a_shorter_schedule_ends_on_its_own_last_epoch() -> None:
+    cfg = TrainConfig(epochs=100, warmup_epochs=2, peak_lr=1e-3, min_lr=1e-5)
+    assert lr_at(999, 100, cfg, 10) == pytest.approx(1e-5, abs=1e-7)
+    assert lr_at(999, 100, cfg) > 9e-4  # a tenth of the way down the config's own schedule
+    assert lr_at(150, 100, cfg, 10) == lr_at(150, 100, cfg)  # the warm-up is the same
+
+
+def test_training_crops_each_face_at_its_own_whole_pixel_offset() -> None:
+    from confbot.modeling.architecture import build_backbone, build_training_model
+
+    arch = ArchitectureConfig(widths=(4, 8), convs_per_stage=1, head_units=8)
+    model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0)
+    shift, crop = model.get_layer("aug_crop_shift"), model.get_layer("aug_crop")
+    faces = np.random.default_rng(0).random((16, 48, 48, 1)).astype(np.float32)
+    out = np.asarray(crop(shift(faces, training=True), training=True))
+    assert out.shape == (16, 40, 40, 1)
+    offsets = set()
+    for face, cropped in zip(faces, out, strict=True):
+        found = [(dy, dx) for dy in range(9) for dx in range(9)
+                 if np.array_equal(face[dy:dy + 40, dx:dx + 40], cropped)]
+        assert len(found) == 1  # an exact crop of the face, no interpolation, no fill
+        offsets.add(found[0])
+    assert len(offsets) > 4  # Keras' RandomCrop would give one offset for the whole batch
+    centre = np.asarray(crop(shift(faces, training=False), training=False))
+    assert np.array_equal(centre, faces[:, 4:44, 4:44])
+
+
+@pytest.mark.parametrize("done, planned, left_s, epoch_s, expected", [
+    (2, 300, 400.0, 4.0, 102),   # 100 more fit
+    (2, 50, 400.0, 4.0, 50),     # never past the plan
+    (7, 300, -5.0, 4.0, 7),      # already over: end here
+    (7, 300, 3.9, 4.0, 7),       # not one more whole epoch
+])
+def test_a_budget_fitted_schedule_takes_the_epochs_that_fit(
+        done: int, planned: int, left_s: float, epoch_s: float, expected: int) -> None:
+    assert fitted_epochs(done, planned, left_s, epoch_s) == expected
 
 
 def test_class_weights_lift_rare_classes_and_keep_the_mean_loss_scale() -> None:
@@ -679,6 +743,74 @@ def test_budget_stops_cleanly_with_the_best_epoch_exported(tmp_path: Path) -> No
     state = json.loads((run / "run.json").read_text())
     assert state["epochs_done"] == 1
     assert (run / "export" / "emotion_cnn.tflite").is_file()
+
+
+def test_a_schedule_fitted_to_the_budget_runs_down_to_its_floor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import confbot.modeling.train as train_mod
+
+    ticks = iter(range(0, 10**6, 10))  # each reading of the clock is 10 s after the last
+    monkeypatch.setattr(train_mod, "_clock", lambda: float(next(ticks)))
+    run = tmp_path / "run"
+    cfg = _tiny_config(tmp_path, epochs=50, budget_minutes=3.0, fit_schedule_to_budget=True,
+                       export_at_end=False)
+    train_mod.train(cfg, run, resume=False, command="fit")
+    state = json.loads((run / "run.json").read_text())
+    assert 2 <= state["planned_epochs"] < 50
+    assert state["epochs_done"] == state["planned_epochs"]
+    rows = _history(run)
+    assert len(rows) == state["planned_epochs"]
+    assert float(rows[-1]["lr"]) < 2 * cfg.min_lr  # its last step is the floor
+    assert not (run / "export").exists()  # export_at_end = false
+    # The same config without fitting stops at the budget part-way down the schedule.
+    ticks = iter(range(0, 10**6, 10))
+    plain = tmp_path / "plain"
+    train_mod.train(dataclasses.replace(cfg, fit_schedule_to_budget=False), plain,
+                    resume=False, command="plain")
+    assert "planned_epochs" not in json.loads((plain / "run.json").read_text())
+    assert float(_history(plain)[-1]["lr"]) > 10 * cfg.min_lr
+
+
+def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Path) -> None:
+    """GPU machines train with Keras on JAX; the weights then export here, on TensorFlow."""
+    pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
+    import tomllib
+
+    from confbot.modeling.export import export_run
+
+    cfg = _tiny_config(tmp_path, export_at_end=False, epochs=2)
+    config = tmp_path / "jax.toml"
+    raw = dataclasses.asdict(cfg)
+    arch = raw.pop("arch")
+    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k != "teacher"]
+    lines += ["[arch]"] + [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
+                           for k, v in arch.items()]
+    config.write_text("\n".join(lines) + "\n")
+    assert tomllib.loads(config.read_text())["export_at_end"] is False
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "confbot", "model", "train", "--config",
+                          str(config), "--out", str(run)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "export it with `confbot model export" in res.stdout
+    state = json.loads((run / "run.json").read_text())
+    assert state["epochs_done"] == 2 and not (run / "export").exists()
+    # The learning rate reached the optimizer on JAX, where the training state lives outside
+    # the variables during an epoch: the checkpoint holds the last rate set.
+    probe = ("import keras, sys; m = keras.models.load_model(sys.argv[1]); "
+             "print(float(m.optimizer.learning_rate), int(m.optimizer.iterations))")
+    res = subprocess.run([sys.executable, "-c", probe, str(run / "last.keras")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lr, steps = res.stdout.split()
+    steps_per_epoch = math.ceil(224 / cfg.batch_size)
+    assert int(steps) == 2 * steps_per_epoch
+    # set at the epoch's steps 0, LR_EVERY_JAX, ...: the last one in epoch 2
+    last_set = steps_per_epoch + (steps_per_epoch - 1) // LR_EVERY_JAX * LR_EVERY_JAX
+    assert float(lr) == pytest.approx(lr_at(last_set, steps_per_epoch, cfg), rel=1e-5)
+    check = export_run(run, tmp_path / "export", quantize="float32")
+    assert check.top1_agreement >= 0.99
 
 
 def test_int8_export_is_calibrated_checked_and_loads_in_the_product(tmp_path: Path) -> None:
