@@ -115,7 +115,7 @@ class FaceAnalyzer:
         # scales to try, and never fewer pixels than it needs.
         scale = min(1.0, NEAR_FACE_PX / max(1, min(box.w, box.h)))
         small, scale = downscale(window, max(8, int(max(window.shape[:2]) * scale)))
-        found = self._detector.detect(small)
+        found = self._detector.detect_near(small)
         if not found:
             return None
         cx, cy = box.x + box.w / 2, box.y + box.h / 2

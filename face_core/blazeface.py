@@ -108,6 +108,14 @@ def _same_face(a: Box, b: Box) -> bool:
         (a.x <= bx <= a.x + a.w and a.y <= by <= a.y + a.h)
 
 
+def _gray8(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 3:  # a BGR frame, as Haar also takes
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected an 8-bit frame, got {frame.dtype}")
+    return frame
+
+
 class BlazeFaceDetector:
     """MediaPipe's short-range BlazeFace. `model_content` is the .tflite file's bytes.
 
@@ -159,11 +167,17 @@ class BlazeFaceDetector:
         self._box_shift = box_shift
 
     def detect(self, gray: np.ndarray) -> list[Detection]:
-        if gray.ndim == 3:  # a BGR frame, as Haar also takes
-            gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
-        if gray.dtype != np.uint8:
-            raise ValueError(f"expected an 8-bit frame, got {gray.dtype}")
-        found = self._whole(gray)
+        gray = _gray8(gray)
+        return self._add_proposals(gray, self._whole(gray))
+
+    def detect_near(self, gray: np.ndarray) -> list[Detection]:
+        """In a window around a tracked face, which fills about half of it (BlazeFace's
+        best size), its own view suffices; the finder runs only when that finds nothing."""
+        gray = _gray8(gray)
+        return self._whole(gray) or self._add_proposals(gray, [])
+
+    def _add_proposals(self, gray: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """`found` and the finder's proposals it lacks, each confirmed by BlazeFace if it can."""
         if self._finder is None:
             return found
         for proposal in self._finder.detect(gray):

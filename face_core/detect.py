@@ -24,6 +24,12 @@ class FaceDetector(Protocol):
         """Faces in an 8-bit grayscale frame, boxes in that frame's pixels."""
         ...
 
+    def detect_near(self, gray: np.ndarray) -> list[Detection]:
+        """The same, in a window cut around a tracked face that fills about half of it: a
+        detector may skip its search for small faces there (the whole-frame searches find
+        new faces). Where that saves nothing, it is `detect`."""
+        ...
+
 
 def default_haar_cascade() -> Path:
     """The frontal-face cascade that opencv-python 4.x wheels ship."""
@@ -64,6 +70,8 @@ class HaarFaceDetector:
             out.append(Detection(Box(int(x), int(y), int(w), int(h)), score=score))
         return out
 
+    detect_near = detect
+
 
 class YuNetFaceDetector:
     """OpenCV's YuNet CNN (`cv2.FaceDetectorYN`); `model_path` is its ONNX file."""
@@ -97,3 +105,5 @@ class YuNetFaceDetector:
             yaw = abs(float(nose[0] - (reye[0] + leye[0]) / 2)) / eye_dist
             out.append(Detection(Box(x, y, bw, bh), score=float(row[-1]), frontal=yaw < 0.35))
         return out
+
+    detect_near = detect

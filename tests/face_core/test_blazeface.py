@@ -122,6 +122,34 @@ def test_a_small_face_the_finder_proposes_is_framed_by_blazeface(
     assert found[0].box.iou(face) > 0.6 > proposal.iou(face)
 
 
+class _Counts(_Proposes):
+    """A finder that proposes fixed boxes and counts its searches."""
+
+    calls = 0
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return super().detect(gray)
+
+
+def test_near_a_tracked_face_the_finder_runs_only_when_blazeface_sees_nothing(
+        blazeface_model: bytes, astronaut_gray: np.ndarray) -> None:
+    frame, face = _small_face_frame(astronaut_gray)
+    # The window the analyzer cuts around a tracked face: twice its size.
+    window = frame[max(0, face.y - face.h // 2):face.y + face.h * 3 // 2,
+                   max(0, face.x - face.w // 2):face.x + face.w * 3 // 2]
+    decoy = Box(2, 2, 30, 30)
+    finder = _Counts(decoy)
+    detector = BlazeFaceDetector(blazeface_model, finder=finder)
+    near = detector.detect_near(window)
+    assert finder.calls == 0 and len(near) == 1  # the face, and no search for others
+    assert len(detector.detect(window)) == 2 and finder.calls == 1  # the decoy too
+    blank = np.full_like(window, 90)
+    assert [d.box for d in detector.detect_near(blank)] == [decoy] and finder.calls == 2
+    with pytest.raises(ValueError, match="8-bit"):
+        detector.detect_near(window.astype(np.float32))
+
+
 def test_a_proposal_blazeface_cannot_confirm_is_kept(blazeface_model: bytes,
                                                      astronaut_gray: np.ndarray) -> None:
     frame = astronaut_gray.copy()
