@@ -64,10 +64,9 @@ def default_blazeface_model() -> Path | None:
 BLAZEFACE_SHA256 = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"
 
 
-def _blazeface_content(configured: str) -> bytes:
-    """The BlazeFace model's bytes: the configured file, or the installed wheel's, which
-    must be the file the framing was calibrated on."""
-    path = Path(configured) if configured else default_blazeface_model()
+def blazeface_model_bytes(path: Path | None, *, configured: bool = False) -> bytes:
+    """The BlazeFace model file's bytes. The installed wheel's copy (`configured` false) must
+    be the file the framing was calibrated on; a configured one only gets a warning."""
     if path is None:
         raise ModelError(
             "detector.kind = 'blazeface' needs MediaPipe's face_detection_short_range.tflite: "
@@ -89,26 +88,21 @@ def _blazeface_content(configured: str) -> bytes:
     return content
 
 
-def detector_kind(settings: Settings) -> str:
-    """The detector `settings` ask for, "auto" resolved: BlazeFace when its model file is
-    configured or installed, else Haar."""
-    cfg = settings.detector
-    if cfg.kind != "auto":
-        return cfg.kind
-    return "blazeface" if cfg.blazeface_model or default_blazeface_model() else "haar"
-
-
 def build_detector(settings: Settings) -> FaceDetector:
-    """The detector the settings ask for. With "auto", a BlazeFace file that is missing or
-    cannot be loaded means Haar, with a warning; asked for by name, it is an error."""
+    """The detector the settings ask for; its `name` says which was built. With "auto",
+    BlazeFace when its model file is configured or installed and loads, else Haar with a
+    warning; BlazeFace asked for by name and missing or broken is an error."""
     cfg = settings.detector
-    kind = detector_kind(settings)
+    model_file = Path(cfg.blazeface_model) if cfg.blazeface_model else None
+    if model_file is None and cfg.kind in ("auto", "blazeface"):
+        model_file = default_blazeface_model()
+    kind = cfg.kind if cfg.kind != "auto" else ("blazeface" if model_file else "haar")
     try:
         if kind == "blazeface":
             try:
                 # Haar proposes the faces too small for BlazeFace's view of the whole frame.
                 detector: FaceDetector = BlazeFaceDetector(
-                    _blazeface_content(cfg.blazeface_model),
+                    blazeface_model_bytes(model_file, configured=bool(cfg.blazeface_model)),
                     finder=HaarFaceDetector(min_face_px=cfg.min_face_px),
                     min_face_px=cfg.min_face_px)
                 log.info("face detector: blazeface, with haar proposing small faces")

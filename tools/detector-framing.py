@@ -16,7 +16,7 @@ import numpy as np
 
 from confbot.modeling.data import load_face_set
 from confbot.modeling.evaluate import find_faces
-from confbot.vision import _blazeface_content
+from confbot.vision import blazeface_model_bytes, default_blazeface_model
 from face_core import BlazeFaceDetector
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
     pick = np.random.default_rng(0).choice(len(data.x), min(n, len(data.x)), replace=False)
     faces = data.x[pick]
-    raw = BlazeFaceDetector(_blazeface_content(""), box_scale=1.0, box_shift=0.0)
+    raw = BlazeFaceDetector(blazeface_model_bytes(default_blazeface_model()), box_scale=1.0, box_shift=0.0)
     located = find_faces(raw, faces)
     face_side = faces.shape[1] * located.upscale
     centre = face_side  # the face sits in the middle of a frame twice its side

