@@ -3,20 +3,10 @@
 #
 #   tools/gpu-train.sh CARRY 'NAME ARGS...' ['NAME ARGS...' ...]
 #
-# Run from the repository root on the GPU machine, with Keras on JAX (KERAS_BACKEND=jax, set
-# here). CARRY is a folder brought along with what that machine lacks:
-#   training.facepack, publictest.facepack  from tools/pack-faces.py (the data sets, packed to
-#                                           fit a 64 MiB transfer; unpacked to the same bytes)
-#   wheels/*.whl                            keras and the pure wheels it needs that are missing
-#   *.npz                                   teacher scores files (`confbot model scores`),
-#                                           copied into runs/ where the configs name them
-# Each variant is a name and the `model train` arguments, e.g.
-#   'wide --config training-gpu.toml' 'wide-labels --config training-gpu.toml --set teacher='
-#   'narrow --config training-gpu.toml --set arch.widths=[48,96,192,384]'
-# The runs land in runs/gpu-NAME/ (no export: TensorFlow is not needed there; export and
-# evaluate the best weights back on a CPU machine with `confbot model export`). With $OUT set,
-# each run's best weights, history, run.json and log are tarred there in 15 MB parts.
-# HARD_S (default 450) kills a run that outlives its budget, so the packing always happens.
+# Run from the repository root on the GPU machine; Keras runs on JAX there. CARRY holds the
+# packed data sets, the wheels and the teacher files, and each variant is a name and its
+# `model train` arguments: docs/training-on-a-gpu.md says how to make CARRY, what to run and
+# what comes back in $OUT. HARD_S (default 450) stops a run that outlives its budget.
 set -u
 export PYTHONUNBUFFERED=1 KERAS_BACKEND=jax
 CARRY=$1; shift
