@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from face_core.classify import EmotionClassifier
-from face_core.detect import FaceDetector
+from face_core.detect import FaceDetector, near_search
 from face_core.emotions import valence_arousal
 from face_core.image import downscale, to_bgr8, to_gray
 from face_core.preprocess import crop_face
@@ -56,6 +56,7 @@ class FaceAnalyzer:
         if full_detect_every < 1:
             raise ValueError(f"full_detect_every must be >= 1, got {full_detect_every}")
         self._detector = detector
+        self._near = near_search(detector)
         self._classifier = classifier
         self._smoothing = smoothing
         self._max_side_px = max_side_px
@@ -115,7 +116,7 @@ class FaceAnalyzer:
         # scales to try, and never fewer pixels than it needs.
         scale = min(1.0, NEAR_FACE_PX / max(1, min(box.w, box.h)))
         small, scale = downscale(window, max(8, int(max(window.shape[:2]) * scale)))
-        found = self._detector.detect_near(small)
+        found = self._near(small)
         if not found:
             return None
         cx, cy = box.x + box.w / 2, box.y + box.h / 2

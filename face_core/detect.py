@@ -7,6 +7,7 @@ the attention signal), but needs its ONNX model file, which no wheel ships.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,11 +25,16 @@ class FaceDetector(Protocol):
         """Faces in an 8-bit grayscale frame, boxes in that frame's pixels."""
         ...
 
-    def detect_near(self, gray: np.ndarray) -> list[Detection]:
-        """The same, in a window cut around a tracked face that fills about half of it: a
-        detector may skip its search for small faces there (the whole-frame searches find
-        new faces). Where that saves nothing, it is `detect`."""
-        ...
+    # Optionally, `detect_near(gray) -> list[Detection]`: the same, in a window cut around a
+    # tracked face that fills about half of it, where a detector may skip its search for
+    # small faces (the whole-frame searches find new faces). The analyzer uses `detect`
+    # for detectors without it (see `near_search`).
+
+
+def near_search(detector: FaceDetector) -> Callable[[np.ndarray], list[Detection]]:
+    """The detector's search for a window around a tracked face: its `detect_near` if it has
+    one, else `detect`."""
+    return getattr(detector, "detect_near", detector.detect)
 
 
 def default_haar_cascade() -> Path:
@@ -70,8 +76,6 @@ class HaarFaceDetector:
             out.append(Detection(Box(int(x), int(y), int(w), int(h)), score=score))
         return out
 
-    detect_near = detect
-
 
 class YuNetFaceDetector:
     """OpenCV's YuNet CNN (`cv2.FaceDetectorYN`); `model_path` is its ONNX file."""
@@ -105,5 +109,3 @@ class YuNetFaceDetector:
             yaw = abs(float(nose[0] - (reye[0] + leye[0]) / 2)) / eye_dist
             out.append(Detection(Box(x, y, bw, bh), score=float(row[-1]), frontal=yaw < 0.35))
         return out
-
-    detect_near = detect

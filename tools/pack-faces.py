@@ -95,11 +95,13 @@ def pack(src: Path, dst: Path) -> dict:
         raise SystemExit(f"{src}: {PIXELS} is {x.dtype} {x.shape}, expected uint8 (N, H, W)")
     npy_header = raw[:len(raw) - x.nbytes]
     head = {"sha256": hashlib.sha256(blob).hexdigest(), "shape": list(x.shape),
-            "start": start, "end": end, "npy_header": npy_header.hex(), "size": len(blob)}
+            "start": start, "end": end, "npy_header": npy_header.hex(), "size": len(blob),
+            "zlib": zlib.ZLIB_RUNTIME_VERSION}
     body = lzma.compress(blob[:start] + blob[end:] + residuals(x).tobytes(), preset=9)
     header = json.dumps(head).encode()
     dst.write_bytes(MAGIC + struct.pack("<I", len(header)) + header + body)
-    return {"packed": str(dst), "bytes": dst.stat().st_size, "of": len(blob)}
+    return {"packed": str(dst), "bytes": dst.stat().st_size, "of": len(blob),
+            "zlib": zlib.ZLIB_RUNTIME_VERSION}
 
 
 def unpack(src: Path, dst: Path) -> dict:
@@ -113,17 +115,19 @@ def unpack(src: Path, dst: Path) -> dict:
         shape = tuple(head["shape"])
         rest_len = head["size"] - (head["end"] - head["start"])
         res = np.frombuffer(body[rest_len:], np.uint8).reshape(shape)
+        npy_header = bytes.fromhex(head["npy_header"])
     except (struct.error, ValueError, KeyError, TypeError, lzma.LZMAError) as exc:
         raise SystemExit(f"{src}: damaged face pack ({exc})") from exc
     x = reconstruct(res)
-    payload = _deflate(bytes.fromhex(head["npy_header"]) + x.tobytes())
+    payload = _deflate(npy_header + x.tobytes())
     out = body[:head["start"]] + payload + body[head["start"]:rest_len]
     digest = hashlib.sha256(out).hexdigest()
     if digest != head["sha256"]:
         raise SystemExit(f"{src}: unpacked sha256 {digest[:16]}... is not the original's "
-                         f"{head['sha256'][:16]}... (another zlib?)")
+                         f"{head['sha256'][:16]}... (zlib {zlib.ZLIB_RUNTIME_VERSION} here; "
+                         f"packed with {head.get('zlib', 'unknown')})")
     dst.write_bytes(out)
-    return {"unpacked": str(dst), "sha256": digest}
+    return {"unpacked": str(dst), "sha256": digest, "zlib": zlib.ZLIB_RUNTIME_VERSION}
 
 
 def main(argv: list[str]) -> None:

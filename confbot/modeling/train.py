@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 import tomllib
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 
@@ -136,7 +137,7 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     arch_known = {f.name for f in fields(ArchitectureConfig)}
     if set(arch_raw) - arch_known:
         raise ConfigError(f"unknown [arch] settings: {sorted(set(arch_raw) - arch_known)}")
-    if "widths" in arch_raw:
+    if isinstance(arch_raw.get("widths"), list):
         arch_raw["widths"] = tuple(arch_raw["widths"])
     teacher = raw.get("teacher", "")
     if isinstance(teacher, list):
@@ -144,12 +145,16 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not isinstance(teacher, str) and not (
             isinstance(teacher, tuple) and all(isinstance(t, str) and t for t in teacher)):
         raise ConfigError(f"teacher must be a path or a list of paths, got {teacher!r}")
+    _check_types(raw, TrainConfig, "")
+    _check_types(arch_raw, ArchitectureConfig, "[arch] ")
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
     for name in ("mixed_bfloat16", "fit_schedule_to_budget", "export_at_end"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
         raise ConfigError("epochs, batch_size and peak_lr must be positive")
+    if cfg.fit_schedule_to_budget and not cfg.budget_minutes > 0:
+        raise ConfigError("fit_schedule_to_budget needs a budget: set budget_minutes above 0")
     if cfg.export_quantize not in ("float32", "int8"):
         raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
     if cfg.teacher_tta not in TTA_VIEWS:
@@ -173,9 +178,40 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     return cfg
 
 
+def _check_types(raw: dict[str, Any], cls: type, where: str) -> None:
+    """Each setting has its field's type: an int where an int is due (a float may take an
+    int), a non-empty list of positive ints for widths; TOML or `--set` give anything."""
+    hints = get_type_hints(cls)
+    for name, value in raw.items():
+        hint = hints[name]
+        if name == "teacher":
+            continue  # a path or a list of paths, checked by `load_train_config`
+        if hint is bool:
+            ok = isinstance(value, bool)
+        elif hint is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif hint is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif hint is str:
+            ok = isinstance(value, str)
+        else:  # tuple[int, ...]: the widths
+            ok = (isinstance(value, tuple) and len(value) > 0
+                  and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                          for v in value))
+        if not ok:
+            wanted = getattr(hint, "__name__", "")
+            raise ConfigError(f"{where}{name} must be {_TYPE_WORDS.get(wanted, wanted)}, "
+                              f"got {value!r}")
+
+
+_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number",
+               "str": "a string", "tuple": "a non-empty list of positive whole numbers"}
+
+
 # On the JAX backend the learning rate is set every this many steps (see `train`).
 LR_EVERY_JAX = 16
 _clock = time.monotonic  # a test's stand-in makes epoch times exact
+FIT_WINDOW = 5  # a fitted schedule goes by the median of this many recent epochs
 
 
 def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float) -> int:
@@ -382,7 +418,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
     fit_budget = cfg.fit_schedule_to_budget and budget_s < math.inf
     # The epoch the learning-rate schedule ends on: the config's, or fewer to fit the budget.
-    plan = {"epochs": min(cfg.epochs, int(state.get("planned_epochs", cfg.epochs)))}
+    # A resumed fitted run goes on with its stored plan while that still lies ahead (it is
+    # refitted from this process's epochs); anything else runs to the config's `epochs`.
+    stored_plan = int(state.get("planned_epochs", 0))
+    plan = {"epochs": (min(cfg.epochs, stored_plan)
+                       if fit_budget and stored_plan > int(state["epochs_done"]) else cfg.epochs)}
     # Seconds from the end of one epoch (validation and checkpoints included) to the end of
     # the next, for this process's epochs.
     epoch_seconds: list[float] = []
@@ -392,9 +432,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     lr_every = LR_EVERY_JAX if keras.backend.backend() == "jax" else 1
 
     def seconds_per_epoch() -> float:
-        """Epoch time so far, leaving out this process's first epoch (it compiles) if it can."""
+        """Epoch time so far, leaving out this process's first epoch (it compiles) if it can:
+        the median of the last few, so one epoch slowed by a busy machine moves it little."""
         timed = epoch_seconds[1:] or epoch_seconds
-        return sum(timed) / len(timed)
+        return float(np.median(timed[-FIT_WINDOW:]))
 
     class Epochs(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
@@ -421,19 +462,24 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             if val_acc > state["best_val_accuracy"] or not best_path.exists():
                 state["best_val_accuracy"] = val_acc
                 state["best_epoch"] = epoch + 1
-                eval_backbone.save_weights(best_path)
-            self.model.save(last_ckpt)
+                _replace(best_path, eval_backbone.save_weights)
+            _replace(last_ckpt, self.model.save)
             now = _clock()
             epoch_seconds.append(now - (started + sum(epoch_seconds)))
+            # The rate this epoch ended on, before a refit moves the schedule's end.
+            lr_used = lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg,
+                            plan["epochs"])
             if fit_budget and len(epoch_seconds) >= 2:
-                fits = fitted_epochs(epoch + 1, plan["epochs"], budget_s - (now - started),
+                # Refitted every epoch, so a slow epoch's shortening is undone when the
+                # machine frees up again; never beyond the config's `epochs`.
+                fits = fitted_epochs(epoch + 1, cfg.epochs, budget_s - (now - started),
                                      seconds_per_epoch())
-                if fits < plan["epochs"]:
-                    plan["epochs"] = state["planned_epochs"] = fits
-                    print(f"schedule fitted to the budget: it ends at epoch {fits} "
-                          f"({seconds_per_epoch():.1f} s an epoch)", flush=True)
+                if fits != plan["epochs"]:
+                    print(f"schedule fitted to the budget: it ends at epoch {fits}, not "
+                          f"{plan['epochs']} ({seconds_per_epoch():.1f} s an epoch)", flush=True)
+                plan["epochs"] = state["planned_epochs"] = fits
             state["wall_seconds"] = wall_before + now - started
-            state_path.write_text(json.dumps(state, indent=2))
+            _replace(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
             new = not history_path.exists()
             with history_path.open("a", newline="") as fh:
                 w = csv.writer(fh)
@@ -442,7 +488,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 w.writerow([
                     epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
                     f"{val_acc:.4f}",
-                    f"{lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg, plan['epochs']):.6f}",
+                    f"{lr_used:.6f}",
                     f"{epoch_s:.1f}",
                 ])
             print(
@@ -482,6 +528,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
           f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
           f"max |diff| {check.max_abs_diff:.2e}", flush=True)
     return best_path
+
+
+def _replace(path: Path, write: Any) -> None:
+    """`write(tmp)` then rename over `path`: a run stopped mid-write (a budget's hard stop,
+    a kill) leaves the previous file whole. The temporary name keeps the suffix Keras wants."""
+    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.{path.name.split('.', 1)[1]}")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 @contextmanager

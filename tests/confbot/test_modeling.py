@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,14 +87,22 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("[arch]\ncrop_size = 4\n", "crop_size must be between 8 and input_size"),
     ("shift_pixels = -1\n", "shift_pixels must be between 0 and 23"),
     ("shift_pixels = 24\n", "shift_pixels must be between 0 and 23"),
-    ("shift_pixels = 2.5\n", "shift_pixels must be between 0 and 23"),
+    ("shift_pixels = 2.5\n", "shift_pixels must be a whole number"),
     ("ema_momentum = 1.0\n", r"ema_momentum must be in \[0, 1\)"),
     ("ema_momentum = -0.1\n", r"ema_momentum must be in \[0, 1\)"),
     ("zoom_in = 1.0\n", r"zoom_in must be a share in \[0, 1\)"),
     ("zoom_out = -0.1\n", r"zoom_out must be a share in \[0, 1\)"),
-    ('zoom_out = "0.1"\n', r"zoom_out must be a share in \[0, 1\)"),
+    ('zoom_out = "0.1"\n', "zoom_out must be a number"),
     ('export_at_end = "no"\n', "export_at_end must be true or false"),
     ("fit_schedule_to_budget = 1\n", "fit_schedule_to_budget must be true or false"),
+    ("fit_schedule_to_budget = true\n", "fit_schedule_to_budget needs a budget"),
+    ('epochs = "5"\n', "epochs must be a whole number"),
+    ("batch_size = 1.5\n", "batch_size must be a whole number"),
+    ('peak_lr = "1e-3"\n', "peak_lr must be a number"),
+    ("train_data = 3\n", "train_data must be a string"),
+    ("[arch]\nwidths = []\n", "widths must be a non-empty list of positive whole numbers"),
+    ("[arch]\nwidths = 64\n", "widths must be a non-empty list of positive whole numbers"),
+    ("[arch]\nwidths = [32, 0]\n", "widths must be a non-empty list of positive whole numbers"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -113,7 +122,11 @@ def test_set_overrides_any_setting_including_the_architecture(tmp_path: Path) ->
     assert cfg.fit_schedule_to_budget is True
     assert cfg.arch.head_units == load_train_config(REPO / "training.toml").arch.head_units
     for bad, message in [("widths", "expected KEY=VALUE"), ("teacher=runs/t.npz", "need quotes"),
-                         ("arch.depth=3", r"unknown \[arch\] settings")]:
+                         ("arch.depth=3", r"unknown \[arch\] settings"),
+                         ("epochs=", "epochs must be a whole number, got ''"),
+                         ('epochs="5"', "epochs must be a whole number, got '5'"),
+                         ("budget_minutes=", "budget_minutes must be a number"),
+                         ("arch.widths=", "widths must be a non-empty list")]:
         with pytest.raises(ConfigError, match=message):
             load_train_config(None, parse_overrides([bad]))
     res = subprocess.run([sys.executable, "-m", "confbot", "model", "train", "--out",
@@ -771,6 +784,44 @@ def test_a_schedule_fitted_to_the_budget_runs_down_to_its_floor(
     assert float(_history(plain)[-1]["lr"]) > 10 * cfg.min_lr
 
 
+def test_a_fitted_schedule_grows_back_after_a_slow_epoch_and_resumes_past_its_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import confbot.modeling.train as train_mod
+
+    class Clock:
+        """10 s between readings, but epoch 3's end waits 80 s (a machine busy elsewhere)."""
+
+        def __init__(self) -> None:
+            self.now, self.readings = 0.0, 0
+
+        def __call__(self) -> float:
+            self.readings += 1
+            # Readings: start, then per epoch: begin, end of training, after the checkpoint.
+            self.now += 80.0 if self.readings == 9 else 10.0
+            return self.now
+
+    monkeypatch.setattr(train_mod, "_clock", Clock())
+    run = tmp_path / "run"
+    cfg = _tiny_config(tmp_path, epochs=50, budget_minutes=5.0, fit_schedule_to_budget=True,
+                       export_at_end=False)
+    train_mod.train(cfg, run, resume=False, command="fit")
+    out = capsys.readouterr().out
+    plans = [int(m) for m in re.findall(r"it ends at epoch (\d+)", out)]
+    # 30 s epochs fit 10 in 300 s; after the slow one the median of epochs 2-3 is 65 s (5);
+    # one more 30 s epoch brings the median back to 30 s, and two more epochs (7).
+    assert plans == [10, 5, 7], out
+    state = json.loads((run / "run.json").read_text())
+    assert state["epochs_done"] == state["planned_epochs"] == plans[-1]
+    rows = _history(run)
+    assert float(rows[-1]["lr"]) < 2 * cfg.min_lr  # still ends at the floor
+    # Resumed without fitting and with more epochs, it trains on: the stored plan of a fitted
+    # run does not cap a later one.
+    more = state["epochs_done"] + 2
+    train_mod.train(dataclasses.replace(cfg, epochs=more, fit_schedule_to_budget=False,
+                                        budget_minutes=0.0), run, resume=True, command="more")
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == more
+
+
 def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Path) -> None:
     """GPU machines train with Keras on JAX; the weights then export here, on TensorFlow."""
     pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
@@ -778,7 +829,9 @@ def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Pa
 
     from confbot.modeling.export import export_run
 
-    cfg = _tiny_config(tmp_path, export_at_end=False, epochs=2)
+    # Batches of 8: 28 steps an epoch, so the rate is set at steps 0 and 16 of each.
+    cfg = _tiny_config(tmp_path, export_at_end=False, epochs=2, batch_size=8)
+    assert math.ceil(224 / cfg.batch_size) > LR_EVERY_JAX
     config = tmp_path / "jax.toml"
     raw = dataclasses.asdict(cfg)
     arch = raw.pop("arch")

@@ -124,7 +124,30 @@ class _CountingDetector:
         self.shapes.append(gray.shape)
         return self.inner.detect(gray)
 
-    detect_near = detect
+
+class _NearCountingDetector(_CountingDetector):
+    """The same, with the optional `detect_near` for windows around tracked faces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.near: list[tuple[int, ...]] = []
+
+    def detect_near(self, gray):  # type: ignore[no-untyped-def]
+        self.near.append(gray.shape)
+        return self.inner.detect(gray)
+
+
+def test_a_detector_with_detect_near_is_asked_that_around_tracked_faces(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]
+    from face_core.analyzer import FaceAnalyzer
+
+    detector = _NearCountingDetector()
+    tracked = FaceAnalyzer(detector=detector, classifier=analyzer.classifier, full_detect_every=3)
+    frame = np.ascontiguousarray(face_photo_bgr)
+    stream = tracked.new_stream()
+    results = [tracked.analyze_batch([(stream, frame)])[0] for _ in range(6)]
+    assert detector.shapes == [frame.shape[:2]] * 2  # frames 0 and 3: the whole frame
+    assert len(detector.near) == 4 and all(s[0] < frame.shape[0] / 2 for s in detector.near)
+    assert [[f.face_index for f in faces] for faces in results] == [[0]] * 6
 
 
 def test_stream_searches_the_whole_frame_only_every_nth_frame(analyzer, face_photo_bgr) -> None:  # type: ignore[no-untyped-def]

@@ -46,6 +46,12 @@ def test_damaged_or_unsuitable_files_are_refused_clearly(tmp_path: Path) -> None
     res = _run("unpack", tmp_path / "bad.pack", tmp_path / "out.npz")
     assert res.returncode != 0 and "damaged face pack" in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out.npz").exists()
+    # A header whose npy bytes are not hex: refused by name too.
+    good = (tmp_path / "faces.pack").read_bytes()
+    (tmp_path / "hex.pack").write_bytes(good.replace(b'"npy_header": "', b'"npy_header": "zz', 1))
+    res = _run("unpack", tmp_path / "hex.pack", tmp_path / "out.npz")
+    assert res.returncode != 0 and "damaged face pack" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
     (tmp_path / "junk.pack").write_bytes(b"not a pack")
     res = _run("unpack", tmp_path / "junk.pack", tmp_path / "out.npz")
     assert res.returncode != 0 and "not a face pack" in res.stderr
