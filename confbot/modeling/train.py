@@ -474,6 +474,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 # machine frees up again; never beyond the config's `epochs`.
                 fits = fitted_epochs(epoch + 1, cfg.epochs, budget_s - (now - started),
                                      seconds_per_epoch())
+                if fits == plan["epochs"] + 1:
+                    fits -= 1  # grow by two or more: no flip-flop between N and N + 1
                 if fits != plan["epochs"]:
                     print(f"schedule fitted to the budget: it ends at epoch {fits}, not "
                           f"{plan['epochs']} ({seconds_per_epoch():.1f} s an epoch)", flush=True)
