@@ -130,28 +130,25 @@ def resolve_manifest(path: str) -> Path:
     return REPO_ROOT / p
 
 
-def warn_if_int8_is_slow_here(manifest_path: Path, cpu: CpuInfo | None = None) -> bool:
+def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
+                              cpu: CpuInfo | None = None) -> bool:
     """Log a warning, and say so, when an int8 model is to run on a CPU known to lack an 8-bit
     dot product: there it costs several times what the model card's figures say."""
     cpu = cpu or cpu_info()
-    try:
-        quantization = json.loads(manifest_path.read_text()).get("quantization")
-    except (OSError, ValueError, AttributeError):
-        return False  # load_classifier has already judged the manifest
-    if quantization != "int8" or cpu.int8_dot_product is not False:
+    if classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False:
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
                 "classifier %s costs several times more here than on one that has it (the "
                 "default model about 4.6 ms a face with the flip, the lite model 1.4 ms; "
                 "models/MODEL_CARD.md); measure with `confbot model evaluate`",
-                cpu.describe(), manifest_path)
+                cpu.describe(), name)
     return True
 
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
     manifest = resolve_manifest(settings.model.manifest)
     classifier = load_classifier(manifest, threads=settings.model.threads, tta=settings.model.tta)
-    warn_if_int8_is_slow_here(manifest)
+    warn_if_int8_is_slow_here(classifier, manifest)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,
                         max_side_px=settings.detector.max_side_px,

@@ -24,6 +24,7 @@ class ModelManifest:
     offset: float
     classes: tuple[str, ...]
     crop_margin: float  # how far the detector's box is grown before cropping
+    quantization: str = "float32"  # "int8": full-integer, fast only with an 8-bit dot product
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelManifest:
@@ -34,6 +35,7 @@ class ModelManifest:
                 input_size=int(inp["size"]), color=str(inp["color"]),
                 scale=float(inp["scale"]), offset=float(inp["offset"]),
                 classes=tuple(raw["classes"]), crop_margin=float(raw.get("crop_margin", 0.0)),
+                quantization=str(raw.get("quantization", "float32")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model manifest is missing or has a bad field: {exc}") from exc

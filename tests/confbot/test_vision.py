@@ -77,19 +77,23 @@ def test_auto_without_blazeface_says_so(monkeypatch: pytest.MonkeyPatch,
 
 def test_an_int8_model_on_a_cpu_without_an_8_bit_dot_product_is_warned_about(
         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    import dataclasses
+    import types
+
     from confbot.config import REPO_ROOT
     from confbot.hardware import CpuInfo
 
     shipped = REPO_ROOT / "models" / "emotion_cnn.json"
+    int8 = vision.load_classifier(shipped)
+    assert int8.manifest.quantization == "int8"
+    float32 = types.SimpleNamespace(manifest=dataclasses.replace(int8.manifest,
+                                                                 quantization="float32"))
     avx2 = CpuInfo("AMD EPYC", ("avx2", "fma"))
     with caplog.at_level("WARNING", logger="confbot.vision"):
-        assert vision.warn_if_int8_is_slow_here(shipped, avx2)
+        assert vision.warn_if_int8_is_slow_here(int8, shipped, avx2)
     assert "no 8-bit dot product" in caplog.text and "AMD EPYC (avx2 fma)" in caplog.text
     caplog.clear()
-    float32 = tmp_path / "f.json"
-    float32.write_text('{"quantization": "float32"}')
-    for manifest, cpu in [(shipped, CpuInfo("Zen 4", ("avx2", "avx512_vnni"))),
-                          (shipped, CpuInfo("unknown", None)), (float32, avx2),
-                          (tmp_path / "missing.json", avx2)]:
-        assert not vision.warn_if_int8_is_slow_here(manifest, cpu)
+    for classifier, cpu in [(int8, CpuInfo("Zen 4", ("avx2", "avx512_vnni"))),
+                            (int8, CpuInfo("unknown", None)), (float32, avx2)]:
+        assert not vision.warn_if_int8_is_slow_here(classifier, shipped, cpu)  # type: ignore[arg-type]
     assert caplog.text == ""
