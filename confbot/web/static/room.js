@@ -13,6 +13,7 @@ const session = {
   resource: null, // the WHIP resource URL (Location): DELETE it to leave
   latest: null, // where this participant reads their own newest samples
   pollTimer: null,
+  polling: null, // the poll on its way, which leaving waits for
   lastLabel: "",
 };
 
@@ -132,7 +133,9 @@ async function poll() {
   session.pollTimer = null;
   if (!session.latest) return;
   try {
-    const response = await fetch(session.latest, { cache: "no-store" });
+    session.polling = fetch(session.latest, { cache: "no-store" });
+    const response = await session.polling;
+    if (!session.latest) return; // left meanwhile
     if (response.status === 404 || response.status === 410) {
       callError("The bot ended this session (the call may have ended).");
       return;
@@ -182,6 +185,12 @@ function drawOwn(latest) {
 async function leave() {
   const resource = session.resource;
   session.resource = null;
+  // No poll may reach the bot after the session ends (it would answer 404): stop polling and
+  // let one already on its way come back first.
+  session.latest = null;
+  if (session.pollTimer) clearTimeout(session.pollTimer);
+  session.pollTimer = null;
+  await session.polling?.catch(() => {});
   // WHIP's order: end the session with the bot first, then close the connection.
   if (resource) {
     try {
