@@ -33,6 +33,7 @@ import numpy as np
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set
+from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
 
@@ -70,6 +71,22 @@ class TrainConfig:
     # moves (1 - ema_momentum) of the way to the weights. 0 turns it off. When on, validation,
     # the best checkpoint and the export use the average; training goes on from the weights.
     ema_momentum: float = 0.0
+    # Stochastic weight averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima
+    # and Better Generalization", 2018): the cosine decay ends at `swa_lr` when epoch
+    # `swa_start` begins, the rate holds there, and the weights at the end of that epoch and
+    # every later one are averaged equally. An average has no batch-norm statistics of its own,
+    # so they are re-estimated (precise batch norm) on `swa_bn_faces` training faces before it
+    # is validated; the best of the epochs' weights and averages is kept. 0 turns it off.
+    swa_start: int = 0
+    swa_lr: float = 0.0
+    swa_bn_faces: int = 2048
+    # Mixing pairs of training faces (`confbot.modeling.mixing`): "mixup" blends two faces,
+    # "cutmix" pastes a box of one into the other, and their targets and class weights are
+    # mixed in the same proportion, drawn from Beta(mix_alpha, mix_alpha). `mix_prob` is the
+    # share of faces mixed. "none" trains on the faces as they are.
+    mixing: str = "none"
+    mix_prob: float = 0.5
+    mix_alpha: float = 1.0
     budget_minutes: float = 0.0
     # With a budget: shorten the learning-rate schedule so it ends within the budget, measured
     # from the epochs run so far (the first, which compiles, not counted), instead of stopping
@@ -168,6 +185,19 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"{name} must be a share in [0, 1), got {value!r}")
     if not 0 <= cfg.ema_momentum < 1:
         raise ConfigError(f"ema_momentum must be in [0, 1) (0 turns it off), got {cfg.ema_momentum!r}")
+    if cfg.swa_start < 0 or cfg.swa_start > cfg.epochs:
+        raise ConfigError(f"swa_start must be an epoch from 1 to epochs ({cfg.epochs}), or 0 "
+                          f"for no averaging; got {cfg.swa_start!r}")
+    if cfg.swa_start and not (cfg.swa_lr > 0 and cfg.swa_bn_faces > 0):
+        raise ConfigError("weight averaging (swa_start) needs swa_lr and swa_bn_faces above 0")
+    if cfg.swa_start and cfg.ema_momentum > 0:
+        raise ConfigError("swa_start and ema_momentum are two ways of averaging the weights; "
+                          "set one of them to 0")
+    if cfg.mixing not in MIXINGS:
+        raise ConfigError(f"mixing must be one of {list(MIXINGS)}, got {cfg.mixing!r}")
+    if not 0 <= cfg.mix_prob <= 1 or cfg.mix_alpha <= 0:
+        raise ConfigError(f"mix_prob must be in [0, 1] and mix_alpha positive, got "
+                          f"{cfg.mix_prob!r} and {cfg.mix_alpha!r}")
     if cfg.init_noise < 0:
         raise ConfigError(f"init_noise must be zero or positive, got {cfg.init_noise!r}")
     if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
@@ -226,13 +256,19 @@ def class_weights(y: np.ndarray, power: float) -> dict[int, float]:
 
 def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, epochs: int | None = None) -> float:
     """Linear warm-up, then cosine decay to `min_lr` (Keras 3 ignores Adam's `decay`) at the
-    end of `epochs` (default: the config's)."""
+    end of `epochs` (default: the config's). With weight averaging the decay ends at `swa_lr`
+    when epoch `swa_start` begins, and the rate holds there to the end."""
     warm = cfg.warmup_epochs * steps_per_epoch
     total = (epochs or cfg.epochs) * steps_per_epoch
+    floor = cfg.min_lr
+    if cfg.swa_start:
+        total, floor = (cfg.swa_start - 1) * steps_per_epoch, cfg.swa_lr
+        if step >= max(warm, total):
+            return floor
     if step < warm:
         return cfg.peak_lr * (step + 1) / warm
     progress = min(1.0, (step - warm) / max(1, total - warm))
-    return cfg.min_lr + 0.5 * (cfg.peak_lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return floor + 0.5 * (cfg.peak_lr - floor) * (1 + math.cos(math.pi * progress))
 
 
 def distill_targets(y: np.ndarray, teacher: np.ndarray, weight: float,
@@ -326,6 +362,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         build_inference_model,
         build_training_model,
     )
+    from confbot.modeling.recalibrate import recalibrate_bn
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / "last.keras"
@@ -406,6 +443,19 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)
     x_val = _as_input(val_set.x)
+    swa_path = run_dir / "swa.weights.h5"
+    swa_mean: list[np.ndarray] = []
+    swa_bn_faces = train_set.x[:0]
+    if cfg.swa_start:
+        pick = np.random.default_rng(cfg.seed).choice(
+            len(train_set), min(cfg.swa_bn_faces, len(train_set)), replace=False)
+        swa_bn_faces = train_set.x[np.sort(pick)]
+        if int(state.get("swa_count", 0)):
+            if not swa_path.exists():
+                raise ConfigError(f"--resume: {swa_path} is missing; the run's weight "
+                                  "average cannot go on without it")
+            eval_backbone.load_weights(swa_path)
+            swa_mean = eval_backbone.get_weights()
     # Per-face weights from the true labels: Keras' class_weight would go by each target's
     # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
@@ -434,6 +484,20 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         timed = epoch_seconds[1:] or epoch_seconds
         return float(np.median(timed[-FIT_WINDOW:]))
 
+    def validate() -> float:
+        probs = eval_model.predict(x_val, batch_size=256, verbose=0)
+        return float((probs.argmax(1) == val_set.y).mean())
+
+    def add_to_average(weights: list[np.ndarray]) -> None:
+        """Fold one epoch's weights into the equal-weight running average (floats only)."""
+        n = int(state.get("swa_count", 0))
+        if n == 0:
+            swa_mean[:] = weights
+        else:
+            swa_mean[:] = [m + (w - m) / (n + 1) if np.issubdtype(w.dtype, np.floating) else w
+                           for m, w in zip(swa_mean, weights, strict=True)]
+        state["swa_count"] = n + 1
+
     class Epochs(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
             if batch % lr_every:
@@ -451,8 +515,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             # The float32 copy is what is validated and, if best, saved (the average, with EMA).
             with averaged_weights(self.model):
                 eval_backbone.set_weights(backbone.get_weights())
-            probs = eval_model.predict(x_val, batch_size=256, verbose=0)
-            val_acc = float((probs.argmax(1) == val_set.y).mean())
+            raw_acc: float | None = None
+            if cfg.swa_start and epoch + 1 >= cfg.swa_start:
+                raw_acc = validate()
+                add_to_average(eval_backbone.get_weights())
+                eval_backbone.set_weights(swa_mean)
+                _replace(swa_path, eval_backbone.save_weights)
+                recalibrate_bn(eval_backbone, swa_bn_faces, cfg.arch.crop_size)
+            val_acc = validate()
             logs["val_accuracy"] = val_acc
             epoch_s = _clock() - self._t0
             state["epochs_done"] = epoch + 1
@@ -483,16 +553,23 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             with history_path.open("a", newline="") as fh:
                 w = csv.writer(fh)
                 if new:
-                    w.writerow(["epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds"])
+                    # val_accuracy is the validated network's: with weight averaging, the
+                    # average of `averaged` epochs, and raw_val_accuracy the epoch's own.
+                    w.writerow(["epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds",
+                                "averaged", "raw_val_accuracy"])
                 w.writerow([
                     epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
                     f"{val_acc:.4f}",
                     f"{lr_used:.6f}",
                     f"{epoch_s:.1f}",
+                    state.get("swa_count", 0) if raw_acc is not None else 0,
+                    "" if raw_acc is None else f"{raw_acc:.4f}",
                 ])
+            swa_words = ("" if raw_acc is None else
+                         f" (average of {state['swa_count']}; this epoch's own {raw_acc:.4f})")
             print(
                 f"epoch {epoch + 1}/{plan['epochs']}: loss {logs.get('loss', 0):.4f} "
-                f"acc {logs.get('accuracy', 0):.4f} val_acc {val_acc:.4f} "
+                f"acc {logs.get('accuracy', 0):.4f} val_acc {val_acc:.4f}{swa_words} "
                 f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {epoch_s:.0f}s",
                 flush=True,
             )
@@ -504,14 +581,19 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
     initial_epoch = int(state["epochs_done"])
     if initial_epoch < plan["epochs"]:
+        # Mixed batches come from a dataset of their own, which shuffles them itself.
+        data: dict[str, Any] = (
+            {"x": x_train, "y": y_train, "batch_size": cfg.batch_size,
+             "sample_weight": sample_weight, "shuffle": True}
+            if cfg.mixing == "none" else
+            {"x": mixed_batches(x_train, y_train, sample_weight, batch_size=cfg.batch_size,
+                                seed=cfg.seed, first_epoch=initial_epoch, kind=cfg.mixing,
+                                prob=cfg.mix_prob, alpha=cfg.mix_alpha),
+             "shuffle": False})
         model.fit(
-            x_train,
-            y_train,
-            batch_size=cfg.batch_size,
+            **data,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
-            sample_weight=sample_weight,
-            shuffle=True,
             verbose=1 if sys.stdout.isatty() else 2,
             callbacks=[Epochs()],
         )

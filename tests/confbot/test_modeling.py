@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,6 +104,14 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("[arch]\nwidths = []\n", "widths must be a non-empty list of positive whole numbers"),
     ("[arch]\nwidths = 64\n", "widths must be a non-empty list of positive whole numbers"),
     ("[arch]\nwidths = [32, 0]\n", "widths must be a non-empty list of positive whole numbers"),
+    ("epochs = 10\nswa_start = 11\nswa_lr = 1e-4\n", "swa_start must be an epoch from 1 to epochs"),
+    ("swa_start = -1\n", "swa_start must be an epoch from 1 to epochs"),
+    ("swa_start = 5\n", "needs swa_lr and swa_bn_faces above 0"),
+    ("swa_start = 5\nswa_lr = 1e-4\nswa_bn_faces = 0\n", "needs swa_lr and swa_bn_faces above 0"),
+    ("swa_start = 5\nswa_lr = 1e-4\nema_momentum = 0.99\n", "set one of them to 0"),
+    ('mixing = "cutout"\n', "mixing must be one of"),
+    ("mix_prob = 1.5\n", r"mix_prob must be in \[0, 1\] and mix_alpha positive"),
+    ("mix_alpha = 0\n", r"mix_prob must be in \[0, 1\] and mix_alpha positive"),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -157,6 +166,21 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert decay == sorted(decay, reverse=True)
     assert lr_at(999, steps, cfg) == pytest.approx(1e-5, abs=1e-7)
     assert lr_at(600, steps, cfg) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+
+
+def test_with_weight_averaging_the_rate_decays_to_swa_lr_then_holds() -> None:
+    cfg = TrainConfig(epochs=10, warmup_epochs=1, peak_lr=1e-3, min_lr=1e-5, swa_start=4,
+                      swa_lr=2e-4)
+    steps = 100
+    assert lr_at(99, steps, cfg) == pytest.approx(1e-3)  # the warm-up is unchanged
+    decay = [lr_at(s, steps, cfg) for s in range(100, 300)]
+    assert decay == sorted(decay, reverse=True) and decay[-1] > 2e-4
+    assert lr_at(200, steps, cfg) == pytest.approx(2e-4 + 0.5 * (1e-3 - 2e-4))
+    # From the first step of epoch 4 to the end, whatever the epoch the run is fitted to.
+    assert {lr_at(s, steps, cfg, e) for s in (300, 650, 999) for e in (6, 10)} == {2e-4}
+    # Averaging from the warm-up's end (or within it) holds the rate as soon as it is over.
+    early = dataclasses.replace(cfg, warmup_epochs=2, swa_start=2)
+    assert lr_at(150, steps, early) < 1e-3 and lr_at(200, steps, early) == 2e-4
 
 
 def test_a_shorter_schedule_ends_on_its_own_last_epoch() -> None:
@@ -365,6 +389,138 @@ def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_from_the_wei
     train(dataclasses.replace(cfg, epochs=2), run, resume=True, command="ema resumed")
     assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
     assert (run / "export" / "emotion_cnn.json").is_file()
+
+
+def test_weight_averaging_validates_the_average_and_resumes_it(tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.train import train
+
+    arch, run = _tiny_config(tmp_path).arch, tmp_path / "swa"
+    cfg = _tiny_config(tmp_path, epochs=3, swa_start=2, swa_lr=1e-3, swa_bn_faces=64)
+
+    def last_weights() -> list[np.ndarray]:
+        model = keras.models.load_model(run / "last.keras", compile=False)
+        return [v.numpy() for v in model.get_layer("backbone").trainable_variables]
+
+    # Epoch 2 starts the average: it is that epoch's weights alone.
+    train(dataclasses.replace(cfg, epochs=2), run, resume=False, command="swa")
+    second = last_weights()
+    assert all(np.allclose(a, w) for a, w in zip(_trainable(arch, run / "swa.weights.h5"),
+                                                   second, strict=True))
+    # Resumed, epoch 3 is folded in: the average of the two epochs' weights.
+    train(cfg, run, resume=True, command="swa resumed")
+    third = last_weights()
+    assert not all(np.allclose(a, b) for a, b in zip(second, third, strict=True))
+    average = _trainable(arch, run / "swa.weights.h5")
+    assert all(np.allclose(a, (b + c) / 2, atol=1e-6)
+               for a, b, c in zip(average, second, third, strict=True))
+    rows = _history(run)
+    assert [r["averaged"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["raw_val_accuracy"] == "" and all(r["raw_val_accuracy"] for r in rows[1:])
+    # The average is validated with its batch norms re-estimated, not averaged.
+    state = json.loads((run / "run.json").read_text())
+    assert state["swa_count"] == 2
+    assert state["best_val_accuracy"] == pytest.approx(
+        max(float(r["val_accuracy"]) for r in rows), abs=1e-4)
+    backbone = _backbone(arch, run / "swa.weights.h5")
+    bn = next(layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    averaged_mean = bn.get_weights()[2].copy()
+    faces = load_face_set(Path(cfg.train_data)).x
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(faces), 64, replace=False))
+    from confbot.modeling.recalibrate import recalibrate_bn
+    recalibrate_bn(backbone, faces[pick], arch.crop_size)
+    assert not np.allclose(bn.get_weights()[2], averaged_mean)
+    if state["best_epoch"] == 3:
+        best = _backbone(arch, run / "best.weights.h5")
+        assert all(np.allclose(b, w, atol=1e-5) for b, w in zip(
+            best.get_weights(), backbone.get_weights(), strict=True))
+    # Its file lost, the average cannot go on.
+    (run / "swa.weights.h5").unlink()
+    with pytest.raises(ConfigError, match=r"swa\.weights\.h5 is missing"):
+        train(dataclasses.replace(cfg, epochs=4), run, resume=True, command="again")
+
+
+def _numbered_faces(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face i is filled with the value i and labelled i (one-hot), weight i + 1."""
+    x = np.repeat(np.arange(n, dtype=np.float32), 48 * 48).reshape(n, 48, 48, 1)
+    return x, np.eye(n, dtype=np.float32), np.arange(1, n + 1, dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixing_mixes_faces_targets_and_weights_in_one_proportion(kind: str) -> None:
+    from confbot.modeling.mixing import mix_batch
+
+    x, y, w = _numbered_faces(8)
+    before = x.copy()
+    mx, my, mw = mix_batch(x, y, w, np.random.default_rng(0), kind=kind, prob=1.0, alpha=1.0)
+    assert np.array_equal(x, before)  # the caller's batch is left as it was
+    assert np.allclose(my.sum(axis=1), 1.0)
+    for i in range(8):
+        others = [j for j in np.flatnonzero(my[i]) if j != i]
+        assert len(others) == 1 and 0 < my[i, i] < 1  # every face mixed with one other
+        j, keep = others[0], my[i, i]
+        assert mw[i] == pytest.approx(keep * w[i] + (1 - keep) * w[j])
+        if kind == "mixup":
+            assert np.allclose(mx[i], keep * i + (1 - keep) * j)
+        else:  # a box of face j, its area the share the target gives j
+            assert set(np.unique(mx[i])) <= {float(i), float(j)}
+            assert (mx[i] == j).mean() == pytest.approx(1 - keep)
+    # Nothing mixed: the batch as it came.
+    for kind_, prob in ((kind, 0.0), ("none", 1.0)):
+        nx, ny, nw = mix_batch(x, y, w, np.random.default_rng(0), kind=kind_, prob=prob, alpha=1.0)
+        assert np.array_equal(nx, x) and np.array_equal(ny, y) and np.array_equal(nw, w)
+    with pytest.raises(ValueError, match="mixing must be one of"):
+        mix_batch(x, y, w, np.random.default_rng(0), kind="cutout", prob=1.0, alpha=1.0)
+
+
+def test_mixed_batches_cover_each_epoch_and_repeat_on_resume() -> None:
+    from confbot.modeling.mixing import mixed_batches
+
+    x, y, w = _numbered_faces(10)
+
+    def dataset(first_epoch: int) -> Any:
+        return mixed_batches(x, y, w, batch_size=4, seed=7, first_epoch=first_epoch,
+                             kind="cutmix", prob=0.0, alpha=1.0)
+
+    def epoch_faces(data: Any) -> list[int]:
+        return sorted(int(v) for i in range(len(data)) for v in data[i][0][:, 0, 0, 0])
+
+    run = dataset(0)
+    assert len(run) == 3
+    run.on_epoch_begin()
+    first = [run[i][0].copy() for i in range(3)]
+    assert epoch_faces(run) == list(range(10))  # every face once an epoch
+    run.on_epoch_begin()
+    second = [run[i][0] for i in range(3)]
+    assert epoch_faces(run) == list(range(10))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    # A run resumed at epoch 1 sees epoch 1's batches.
+    resumed = dataset(1)
+    resumed.on_epoch_begin()
+    assert all(np.array_equal(resumed[i][0], second[i]) for i in range(3))
+
+
+def test_a_run_trains_on_mixed_batches_and_resumes(tmp_path: Path) -> None:
+    from confbot.modeling.train import train
+
+    run = tmp_path / "cutmix"
+    cfg = _tiny_config(tmp_path, mixing="cutmix", mix_prob=0.5)
+    train(dataclasses.replace(cfg, epochs=1), run, resume=False, command="cutmix")
+    train(cfg, run, resume=True, command="cutmix resumed")
+    rows = _history(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(math.isfinite(float(r["loss"]))
+                                                            for r in rows)
+    assert (run / "export" / "emotion_cnn.json").is_file()
+
+
+def _backbone(arch: ArchitectureConfig, weights: Path) -> Any:
+    from confbot.modeling.architecture import build_backbone
+
+    backbone = build_backbone(arch)
+    backbone.load_weights(weights)
+    return backbone
 
 
 def _trainable(arch: ArchitectureConfig, weights: Path | None) -> list[np.ndarray]:
