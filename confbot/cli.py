@@ -239,13 +239,16 @@ def model_precise_bn(
         help="Training faces (.npz) to estimate the statistics on.",
     )] = Path("../shared/datasets/fer2013/training.npz"),
     name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
+    faces: Annotated[int, typer.Option(
+        help="Estimate on this many training faces, drawn at random (0: all of them).")] = 0,
 ) -> None:
     """Re-export a model with its batch-norm statistics re-estimated on plain training faces."""
     from confbot.modeling.data import load_face_set
     from confbot.modeling.recalibrate import recalibrate_export
 
     try:
-        check = recalibrate_export(manifest, load_face_set(train_data), out, name=name)
+        check = recalibrate_export(manifest, load_face_set(train_data), out, name=name,
+                                   faces=faces)
     except ConfbotError as exc:
         _fail(exc)
     typer.echo(f"exported {out / name}.tflite with precise batch norm: top-1 agreement "

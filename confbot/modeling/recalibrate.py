@@ -57,8 +57,10 @@ def recalibrate_bn(backbone: Any, faces: np.ndarray, crop_size: int) -> int:
 
 
 def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
-                       name: str = "emotion_cnn", seed: int = 1337) -> Any:
-    """Re-export the model of `manifest` with its batch norms recalibrated on `train_set`.
+                       name: str = "emotion_cnn", seed: int = 1337, faces: int = 0) -> Any:
+    """Re-export the model of `manifest` with its batch norms recalibrated on `train_set`
+    (all of it, or `faces` of its faces drawn with `seed`: the statistics of a few thousand
+    faces are as good for a batch norm, and a wide network's pass over all takes minutes).
 
     The float32 weights beside the manifest are loaded (their sha256 checked), recalibrated
     and exported again with the same quantization (int8 calibrated on training faces drawn
@@ -73,7 +75,13 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
     if train_set.x.shape[1] != arch.input_size:
         raise ModelError(f"{manifest}: the model takes {arch.input_size}px faces, the training "
                          f"faces are {train_set.x.shape[1]}px")
-    n_views = recalibrate_bn(backbone, train_set.x, arch.crop_size)
+    if faces < 0:
+        raise ModelError(f"faces must be 0 (all) or a positive number, got {faces}")
+    use = train_set.x
+    if 0 < faces < len(train_set):
+        use = train_set.x[np.sort(np.random.default_rng(seed).choice(len(train_set), faces,
+                                                                     replace=False))]
+    n_views = recalibrate_bn(backbone, use, arch.crop_size)
     pick = np.random.default_rng(seed).choice(
         len(train_set), min(CALIBRATION_FACES, len(train_set)), replace=False)
     extra = {k: meta[k] for k in ("training",) if k in meta}

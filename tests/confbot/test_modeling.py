@@ -892,6 +892,21 @@ def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path
     assert res.returncode == 2 and "not an export manifest" in res.stderr
     assert "Traceback" not in res.stderr
 
+    # On a sample of the faces: the sample's statistics, and the count recorded.
+    sampled = tmp_path / "sampled"
+    res = subprocess.run([sys.executable, "-m", "confbot", "model", "precise-bn", str(manifest),
+                          "--out", str(sampled), "--train-data", cfg.train_data,
+                          "--faces", "50"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((sampled / "emotion_cnn.json").read_text())["precise_bn"]["views"] == 100
+    pick = np.sort(np.random.default_rng(1337).choice(len(faces), 50, replace=False))
+    sample = np.concatenate([crop[pick], crop[pick][:, :, ::-1]])
+    f = np.asarray(conv(sample), np.float64).reshape(-1, cfg.arch.widths[0])
+    after.load_weights(sampled / "emotion_cnn.weights.h5")
+    assert np.allclose(after.get_layer("s0_bn0").get_weights()[2], f.mean(axis=0), atol=1e-4)
+    with pytest.raises(ModelError, match="faces must be 0"):
+        recalibrate_export(manifest, faces, tmp_path / "no", faces=-1)
+
 
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
     from confbot.modeling.train import train
