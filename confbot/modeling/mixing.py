@@ -65,27 +65,25 @@ def mixed_batches(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, batch_size: in
                   first_epoch: int, kind: str, prob: float, alpha: float) -> Any:
     """A `keras.utils.PyDataset` of shuffled, mixed (x, y, w) batches for `model.fit`.
 
-    The faces are shuffled once an epoch, the epoch counted from `first_epoch` (a resumed
-    run's) by the epochs Keras begins.
+    The faces are shuffled once an epoch by its `epoch` attribute, which starts at
+    `first_epoch` (a resumed run's) and which the trainer sets as each epoch begins (Keras'
+    own epoch hooks on a dataset are not called once an epoch on every backend: JAX's
+    build step begins one more).
     """
     import keras
 
     class MixedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
-            self.epoch = first_epoch - 1
+            self.epoch = first_epoch
 
         def __len__(self) -> int:
             return math.ceil(len(x) / batch_size)
 
-        def on_epoch_begin(self) -> None:
-            self.epoch += 1
-
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            epoch = max(self.epoch, first_epoch)
-            order = np.random.default_rng([seed, epoch]).permutation(len(x))
+            order = np.random.default_rng([seed, self.epoch]).permutation(len(x))
             pick = np.sort(order[index * batch_size:(index + 1) * batch_size])
-            rng = np.random.default_rng([seed, epoch, index])
+            rng = np.random.default_rng([seed, self.epoch, index])
             return mix_batch(x[pick], y[pick], w[pick], rng, kind=kind, prob=prob, alpha=alpha)
 
     return MixedBatches()

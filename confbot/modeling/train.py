@@ -76,7 +76,10 @@ class TrainConfig:
     # `swa_start` begins, the rate holds there, and the weights at the end of that epoch and
     # every later one are averaged equally. An average has no batch-norm statistics of its own,
     # so they are re-estimated (precise batch norm) on `swa_bn_faces` training faces before it
-    # is validated; the best of the epochs' weights and averages is kept. 0 turns it off.
+    # is validated. From `swa_start` on the average is what is validated and, if best, kept
+    # (each epoch's own weights are validated for the history only). 0 turns it off.
+    # The decay needs room: swa_start after the warm-up, swa_lr at most peak_lr, and no
+    # budget-fitted schedule (a fitted end could fall before the averaging starts).
     swa_start: int = 0
     swa_lr: float = 0.0
     swa_bn_faces: int = 2048
@@ -190,6 +193,12 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
                           f"for no averaging; got {cfg.swa_start!r}")
     if cfg.swa_start and not (cfg.swa_lr > 0 and cfg.swa_bn_faces > 0):
         raise ConfigError("weight averaging (swa_start) needs swa_lr and swa_bn_faces above 0")
+    if cfg.swa_start and not (cfg.swa_start > cfg.warmup_epochs and cfg.swa_lr <= cfg.peak_lr):
+        raise ConfigError("swa_start must come after the warm-up (swa_start > warmup_epochs) "
+                          "and swa_lr must be at most peak_lr")
+    if cfg.swa_start and cfg.fit_schedule_to_budget:
+        raise ConfigError("swa_start cannot go with fit_schedule_to_budget: a fitted schedule "
+                          "could end before the averaging starts; set epochs to fit instead")
     if cfg.swa_start and cfg.ema_momentum > 0:
         raise ConfigError("swa_start and ema_momentum are two ways of averaging the weights; "
                           "set one of them to 0")
@@ -443,7 +452,6 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)
     x_val = _as_input(val_set.x)
-    swa_path = run_dir / "swa.weights.h5"
     swa_mean: list[np.ndarray] = []
     swa_bn_faces = train_set.x[:0]
     if cfg.swa_start:
@@ -451,6 +459,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             len(train_set), min(cfg.swa_bn_faces, len(train_set)), replace=False)
         swa_bn_faces = train_set.x[np.sort(pick)]
         if int(state.get("swa_count", 0)):
+            swa_path = run_dir / str(state.get("swa_file", "swa-?.weights.h5"))
             if not swa_path.exists():
                 raise ConfigError(f"--resume: {swa_path} is missing; the run's weight "
                                   "average cannot go on without it")
@@ -498,6 +507,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                            for m, w in zip(swa_mean, weights, strict=True)]
         state["swa_count"] = n + 1
 
+    # Mixed batches come from a dataset of their own, which shuffles them itself by the epoch
+    # set below.
+    batches = (None if cfg.mixing == "none" else
+               mixed_batches(x_train, y_train, sample_weight, batch_size=cfg.batch_size,
+                             seed=cfg.seed, first_epoch=int(state["epochs_done"]),
+                             kind=cfg.mixing, prob=cfg.mix_prob, alpha=cfg.mix_alpha))
+
     class Epochs(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
             if batch % lr_every:
@@ -509,6 +525,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._epoch = epoch
             self._t0 = _clock()
+            if batches is not None:
+                batches.epoch = epoch
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
@@ -520,7 +538,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 raw_acc = validate()
                 add_to_average(eval_backbone.get_weights())
                 eval_backbone.set_weights(swa_mean)
-                _replace(swa_path, eval_backbone.save_weights)
+                # A file for each count, named in run.json: the one run.json names stays
+                # until run.json names the next, so a stop in between resumes consistently.
+                state["swa_file"] = f"swa-{state['swa_count']}.weights.h5"
+                _replace(run_dir / state["swa_file"], eval_backbone.save_weights)
                 recalibrate_bn(eval_backbone, swa_bn_faces, cfg.arch.crop_size)
             val_acc = validate()
             logs["val_accuracy"] = val_acc
@@ -549,6 +570,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 plan["epochs"] = state["planned_epochs"] = fits
             state["wall_seconds"] = wall_before + now - started
             _replace(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
+            for older in run_dir.glob("swa-*.weights.h5"):
+                if older.name != state.get("swa_file"):
+                    older.unlink()
             new = not history_path.exists()
             with history_path.open("a", newline="") as fh:
                 w = csv.writer(fh)
@@ -581,15 +605,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
     initial_epoch = int(state["epochs_done"])
     if initial_epoch < plan["epochs"]:
-        # Mixed batches come from a dataset of their own, which shuffles them itself.
         data: dict[str, Any] = (
             {"x": x_train, "y": y_train, "batch_size": cfg.batch_size,
              "sample_weight": sample_weight, "shuffle": True}
-            if cfg.mixing == "none" else
-            {"x": mixed_batches(x_train, y_train, sample_weight, batch_size=cfg.batch_size,
-                                seed=cfg.seed, first_epoch=initial_epoch, kind=cfg.mixing,
-                                prob=cfg.mix_prob, alpha=cfg.mix_alpha),
-             "shuffle": False})
+            if batches is None else {"x": batches, "shuffle": False})
         model.fit(
             **data,
             epochs=cfg.epochs,
