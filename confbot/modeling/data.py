@@ -26,6 +26,13 @@ class FaceSet:
         return int(self.y.shape[0])
 
 
+def sample_faces(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` of the faces `x` (all, if there are no more), drawn without replacement with `seed`,
+    in file order."""
+    pick = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
+    return x[np.sort(pick)]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -24,7 +24,7 @@ import numpy as np
 
 from confbot.errors import ModelError
 from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.data import file_sha256
+from confbot.modeling.data import file_sha256, sample_faces
 from face_core.emotions import EMOTIONS
 
 # Haar boxes are tighter than FER2013's framing; growing them by this share of their size
@@ -180,10 +180,8 @@ def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
     val = load_face_set(Path(cfg.val_data))
     calibration = None
     if quantize == "int8":
-        train_x = load_face_set(Path(cfg.train_data)).x
-        pick = np.random.default_rng(cfg.seed).choice(
-            len(train_x), min(CALIBRATION_FACES, len(train_x)), replace=False)
-        calibration = train_x[np.sort(pick)]
+        calibration = sample_faces(load_face_set(Path(cfg.train_data)).x, CALIBRATION_FACES,
+                                   cfg.seed)
     extra = {"training": {k: state[k] for k in (
         "command", "train_sha256", "val_sha256", "epochs_done", "best_epoch",
         "best_val_accuracy", "wall_seconds", "init_weights_sha256", "teacher") if k in state}}

@@ -32,7 +32,8 @@ def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Genera
     """
     if kind not in MIXINGS:
         raise ValueError(f"mixing must be one of {MIXINGS}, got {kind!r}")
-    x, y, w = x.copy(), y.astype(np.float32), w.astype(np.float32)
+    src_x, src_y, src_w = x, y.astype(np.float32), w.astype(np.float32)
+    x, y, w = x.copy(), src_y.copy(), src_w.copy()
     n = len(x)
     if kind == "none" or n < 2:
         return x, y, w
@@ -42,7 +43,6 @@ def mix_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Genera
     partner[order] = np.roll(order, -1)
     mixed = rng.random(n) < prob
     lam = rng.beta(alpha, alpha, n).astype(np.float32)
-    src_x, src_y, src_w = x.copy(), y.copy(), w.copy()
     h, wd = x.shape[1], x.shape[2]
     for i in np.flatnonzero(mixed):
         j = partner[i]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from confbot.errors import ModelError
-from confbot.modeling.data import FaceSet
+from confbot.modeling.data import FaceSet, sample_faces
 
 _CHUNK = 2048
 
@@ -77,13 +77,8 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
                          f"faces are {train_set.x.shape[1]}px")
     if faces < 0:
         raise ModelError(f"faces must be 0 (all) or a positive number, got {faces}")
-    use = train_set.x
-    if 0 < faces < len(train_set):
-        use = train_set.x[np.sort(np.random.default_rng(seed).choice(len(train_set), faces,
-                                                                     replace=False))]
+    use = sample_faces(train_set.x, faces, seed) if faces else train_set.x
     n_views = recalibrate_bn(backbone, use, arch.crop_size)
-    pick = np.random.default_rng(seed).choice(
-        len(train_set), min(CALIBRATION_FACES, len(train_set)), replace=False)
     extra = {k: meta[k] for k in ("training",) if k in meta}
     extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views,
                            "from_weights_sha256": loaded.weights_sha256}
@@ -92,4 +87,4 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
         backbone.save_weights(recalibrated)
         return export_litert(recalibrated, arch, out_dir, name=name,
                              check_faces=train_set.x[:512], extra=extra, quantize=quantize,
-                             calibration_faces=train_set.x[np.sort(pick)])
+                             calibration_faces=sample_faces(train_set.x, CALIBRATION_FACES, seed))

@@ -32,7 +32,7 @@ import numpy as np
 
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.data import FaceSet, file_sha256, load_face_set
+from confbot.modeling.data import FaceSet, file_sha256, load_face_set, sample_faces
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
@@ -455,11 +455,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     swa_mean: list[np.ndarray] = []
     swa_bn_faces = train_set.x[:0]
     if cfg.swa_start:
-        pick = np.random.default_rng(cfg.seed).choice(
-            len(train_set), min(cfg.swa_bn_faces, len(train_set)), replace=False)
-        swa_bn_faces = train_set.x[np.sort(pick)]
+        swa_bn_faces = sample_faces(train_set.x, cfg.swa_bn_faces, cfg.seed)
         if int(state.get("swa_count", 0)):
-            swa_path = run_dir / str(state.get("swa_file", "swa-?.weights.h5"))
+            swa_path = run_dir / str(state["swa_file"])
             if not swa_path.exists():
                 raise ConfigError(f"--resume: {swa_path} is missing; the run's weight "
                                   "average cannot go on without it")
