@@ -82,7 +82,10 @@ def build_training_model(
         # Each face its own crop: a whole-pixel shift of up to the margin, then the centre
         # crop. (Keras' RandomCrop takes one offset for the whole batch, and at inference
         # returns its input uncropped, which the JAX trainer's build step trips over.)
-        share = (cfg.input_size - cfg.crop_size) / 2 / cfg.input_size
+        # The shift is drawn from a continuous range and rounded to the nearest pixel, so the
+        # range reaches half a pixel past the margin: each whole offset then takes an equal
+        # share, where a range ending at the margin gives the two outermost half as much.
+        share = ((cfg.input_size - cfg.crop_size) / 2 + 0.5) / cfg.input_size
         x = layers.RandomTranslation(share, share, fill_mode="reflect", interpolation="nearest",
                                      seed=seed + 3, name="aug_crop_shift")(x)
         x = layers.CenterCrop(cfg.crop_size, cfg.crop_size, name="aug_crop")(x)

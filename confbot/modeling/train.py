@@ -250,10 +250,13 @@ _clock = time.monotonic  # a test's stand-in makes epoch times exact
 FIT_WINDOW = 5  # a fitted schedule goes by the median of this many recent epochs
 
 
-def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float) -> int:
+def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float, current: int) -> int:
     """The epoch a budget-fitted schedule ends on: as many more epochs of `epoch_s` seconds
-    as fit in `left_s`, but never past `planned` and never before the `done` ones."""
-    return max(done, min(planned, done + int(left_s // epoch_s)))
+    as fit in `left_s`, but never past `planned` and never before the `done` ones. Against
+    the `current` end it moves down by any amount but up only by two or more, so epochs
+    alternating in speed do not flip the end between N and N + 1."""
+    fits = max(done, min(planned, done + int(left_s // epoch_s)))
+    return current if fits == current + 1 else fits
 
 
 def class_weights(y: np.ndarray, power: float) -> dict[int, float]:
@@ -399,6 +402,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         state["config"] = _jsonable(asdict(cfg))
         state.setdefault("resumed", []).append({"command": command,
                                                 "at_epoch": state["epochs_done"]})
+        upgrade_history(history_path)
         model = keras.models.load_model(last_ckpt, compile=True)
         backbone = model.get_layer("backbone")
     else:
@@ -559,9 +563,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 # Refitted every epoch, so a slow epoch's shortening is undone when the
                 # machine frees up again; never beyond the config's `epochs`.
                 fits = fitted_epochs(epoch + 1, cfg.epochs, budget_s - (now - started),
-                                     seconds_per_epoch())
-                if fits == plan["epochs"] + 1:
-                    fits -= 1  # grow by two or more: no flip-flop between N and N + 1
+                                     seconds_per_epoch(), plan["epochs"])
                 if fits != plan["epochs"]:
                     print(f"schedule fitted to the budget: it ends at epoch {fits}, not "
                           f"{plan['epochs']} ({seconds_per_epoch():.1f} s an epoch)", flush=True)
@@ -571,22 +573,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             for older in run_dir.glob("swa-*.weights.h5"):
                 if older.name != state.get("swa_file"):
                     older.unlink()
-            new = not history_path.exists()
-            with history_path.open("a", newline="") as fh:
-                w = csv.writer(fh)
-                if new:
-                    # val_accuracy is the validated network's: with weight averaging, the
-                    # average of `averaged` epochs, and raw_val_accuracy the epoch's own.
-                    w.writerow(["epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds",
-                                "averaged", "raw_val_accuracy"])
-                w.writerow([
-                    epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
-                    f"{val_acc:.4f}",
-                    f"{lr_used:.6f}",
-                    f"{epoch_s:.1f}",
-                    state.get("swa_count", 0) if raw_acc is not None else 0,
-                    "" if raw_acc is None else f"{raw_acc:.4f}",
-                ])
+            append_history(history_path, [
+                epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
+                f"{val_acc:.4f}",
+                f"{lr_used:.6f}",
+                f"{epoch_s:.1f}",
+                state.get("swa_count", 0) if raw_acc is not None else 0,
+                "" if raw_acc is None else f"{raw_acc:.4f}",
+            ])
             swa_words = ("" if raw_acc is None else
                          f" (average of {state['swa_count']}; this epoch's own {raw_acc:.4f})")
             print(
@@ -626,6 +620,47 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
           f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
           f"max |diff| {check.max_abs_diff:.2e}", flush=True)
     return best_path
+
+
+# The columns of a run's history.csv. val_accuracy is the validated network's: with weight
+# averaging, the average of `averaged` epochs, and raw_val_accuracy the epoch's own.
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds", "averaged",
+                  "raw_val_accuracy")
+
+
+def upgrade_history(path: Path) -> None:
+    """Rewrite a history written by an older version, with fewer columns, under today's
+    header, the old rows' missing columns left empty, so a resumed run's history stays one
+    table. A file with columns this version does not know is refused."""
+    if not path.exists():
+        return
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if tuple(header) == HISTORY_FIELDS:
+        return
+    if not set(header) <= set(HISTORY_FIELDS):
+        raise ConfigError(f"--resume: {path} has columns this version does not write: "
+                          f"{sorted(set(header) - set(HISTORY_FIELDS))}")
+    with path.open(newline="") as fh:
+        old_rows = list(csv.DictReader(fh))
+
+    def rewrite(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, HISTORY_FIELDS, restval="")
+            w.writeheader()
+            w.writerows(old_rows)
+
+    _replace(path, rewrite)
+
+
+def append_history(path: Path, row: list[object]) -> None:
+    """Append one epoch's row (HISTORY_FIELDS, in order), with the header if `path` is new."""
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(HISTORY_FIELDS)
+        w.writerow(row)
 
 
 def _replace(path: Path, write: Callable[[Path], object]) -> None:
