@@ -1022,6 +1022,44 @@ def test_a_fitted_schedule_grows_back_after_a_slow_epoch_and_resumes_past_its_pl
     assert json.loads((run / "run.json").read_text())["epochs_done"] == more
 
 
+def _write_config(cfg: TrainConfig, path: Path) -> Path:
+    """`cfg` as a training TOML (without a teacher), for a run in another process."""
+    raw = dataclasses.asdict(cfg)
+    arch = raw.pop("arch")
+    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k != "teacher"]
+    lines += ["[arch]"] + [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
+                           for k, v in arch.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _train_on_jax(config: Path, run: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "confbot", "model", "train", "--config",
+                           str(config), "--out", str(run), *extra], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
+
+
+def test_weight_averaging_and_mixing_run_and_resume_on_the_jax_backend(tmp_path: Path) -> None:
+    """The GPU path's backend with both on: the mixed batches' epoch comes from the trainer
+    (JAX's build step begins an extra epoch on a dataset) and the average resumes."""
+    pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
+    cfg = _tiny_config(tmp_path, export_at_end=False, epochs=2, warmup_epochs=1,
+                       swa_start=2, swa_lr=1e-3, swa_bn_faces=64, mixing="cutmix",
+                       mix_prob=1.0)
+    config = _write_config(cfg, tmp_path / "jax.toml")
+    run = tmp_path / "run"
+    res = _train_on_jax(config, run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _train_on_jax(config, run, "--resume", "--epochs", "3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _history(run)
+    assert [r["averaged"] for r in rows] == ["0", "1", "2"]
+    assert all(r["raw_val_accuracy"] for r in rows[1:])
+    state = json.loads((run / "run.json").read_text())
+    assert state["swa_count"] == 2 and (run / state["swa_file"]).exists()
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
 def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Path) -> None:
     """GPU machines train with Keras on JAX; the weights then export here, on TensorFlow."""
     pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
@@ -1032,18 +1070,10 @@ def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Pa
     # Batches of 8: 28 steps an epoch, so the rate is set at steps 0 and 16 of each.
     cfg = _tiny_config(tmp_path, export_at_end=False, epochs=2, batch_size=8)
     assert math.ceil(224 / cfg.batch_size) > LR_EVERY_JAX
-    config = tmp_path / "jax.toml"
-    raw = dataclasses.asdict(cfg)
-    arch = raw.pop("arch")
-    lines = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if k != "teacher"]
-    lines += ["[arch]"] + [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
-                           for k, v in arch.items()]
-    config.write_text("\n".join(lines) + "\n")
+    config = _write_config(cfg, tmp_path / "jax.toml")
     assert tomllib.loads(config.read_text())["export_at_end"] is False
     run = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "confbot", "model", "train", "--config",
-                          str(config), "--out", str(run)], capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
+    res = _train_on_jax(config, run)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "export it with `confbot model export" in res.stdout
     state = json.loads((run / "run.json").read_text())
