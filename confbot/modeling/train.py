@@ -22,8 +22,7 @@ import os
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -32,6 +31,7 @@ import numpy as np
 
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
+from confbot.modeling.averaging import WeightAverage, averaged_weights
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set, sample_faces
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
@@ -259,6 +259,62 @@ def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float, curren
     return current if fits == current + 1 else fits
 
 
+class BudgetPlan:
+    """The epoch a run's learning-rate schedule ends on, and when it stops for its budget.
+
+    Without `fit_schedule_to_budget` the schedule ends at the config's `epochs`. With it, the
+    end is refitted after every epoch to what the budget leaves (`fitted_epochs`), from the
+    seconds this process's epochs took, so a slow epoch's shortening is undone when the
+    machine frees up again. A resumed fitted run goes on with its stored plan while that still
+    lies ahead. Either way the run stops early when the next epoch would overrun the budget.
+    """
+
+    def __init__(self, cfg: TrainConfig, state: dict[str, Any]) -> None:
+        self.cfg, self.state = cfg, state
+        self.budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
+        self.fit = cfg.fit_schedule_to_budget and self.budget_s < math.inf
+        stored = int(state.get("planned_epochs", 0))
+        self.epochs = (min(cfg.epochs, stored)
+                       if self.fit and stored > int(state["epochs_done"]) else cfg.epochs)
+        self.started = _clock()
+        self.wall_before = float(state["wall_seconds"])
+        # Seconds from the end of one epoch (validation and checkpoints included) to the end
+        # of the next, for this process's epochs.
+        self.epoch_seconds: list[float] = []
+
+    def seconds_per_epoch(self) -> float:
+        """Epoch time so far, leaving out this process's first epoch (it compiles) if it can:
+        the median of the last few, so one epoch slowed by a busy machine moves it little."""
+        timed = self.epoch_seconds[1:] or self.epoch_seconds
+        return float(np.median(timed[-FIT_WINDOW:]))
+
+    def epoch_ended(self, done: int) -> None:
+        """Time the epoch that just ended (`done` epochs so far) and refit the schedule."""
+        self.now = _clock()
+        self.epoch_seconds.append(self.now - (self.started + sum(self.epoch_seconds)))
+        if not (self.fit and len(self.epoch_seconds) >= 2):
+            return
+        fits = fitted_epochs(done, self.cfg.epochs, self.budget_s - (self.now - self.started),
+                             self.seconds_per_epoch(), self.epochs)
+        if fits != self.epochs:
+            print(f"schedule fitted to the budget: it ends at epoch {fits}, not {self.epochs} "
+                  f"({self.seconds_per_epoch():.1f} s an epoch)", flush=True)
+        self.epochs = self.state["planned_epochs"] = fits
+
+    def wall_seconds(self) -> float:
+        """The run's wall time to the end of the last epoch, earlier processes included."""
+        return self.wall_before + self.now - self.started
+
+    def should_stop(self, done: int) -> bool:
+        if done >= self.epochs:
+            return True
+        if self.now - self.started + self.seconds_per_epoch() > self.budget_s:
+            print(f"wall-clock budget of {self.cfg.budget_minutes} min reached; stopping",
+                  flush=True)
+            return True
+        return False
+
+
 def class_weights(y: np.ndarray, power: float) -> dict[int, float]:
     counts = np.bincount(y, minlength=len(EMOTIONS)).astype(np.float64)
     w = (counts.mean() / np.maximum(counts, 1)) ** power
@@ -374,7 +430,6 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         build_inference_model,
         build_training_model,
     )
-    from confbot.modeling.recalibrate import recalibrate_bn
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / "last.keras"
@@ -456,58 +511,24 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)
     x_val = _as_input(val_set.x)
-    swa_mean: list[np.ndarray] = []
-    swa_bn_faces = train_set.x[:0]
+    average = None
     if cfg.swa_start:
-        swa_bn_faces = sample_faces(train_set.x, cfg.swa_bn_faces, cfg.seed)
-        if int(state.get("swa_count", 0)):
-            swa_path = run_dir / str(state["swa_file"])
-            if not swa_path.exists():
-                raise ConfigError(f"--resume: {swa_path} is missing; the run's weight "
-                                  "average cannot go on without it")
-            eval_backbone.load_weights(swa_path)
-            swa_mean = eval_backbone.get_weights()
+        average = WeightAverage(eval_backbone, run_dir, state,
+                                sample_faces(train_set.x, cfg.swa_bn_faces, cfg.seed),
+                                cfg.arch.crop_size, _replace)
     # Per-face weights from the true labels: Keras' class_weight would go by each target's
     # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
     sample_weight = np.array([weights[c] for c in range(len(EMOTIONS))], np.float32)[train_set.y]
-    started = _clock()
-    wall_before = float(state["wall_seconds"])
-    budget_s = cfg.budget_minutes * 60 if cfg.budget_minutes > 0 else math.inf
-    fit_budget = cfg.fit_schedule_to_budget and budget_s < math.inf
-    # The epoch the learning-rate schedule ends on: the config's, or fewer to fit the budget.
-    # A resumed fitted run goes on with its stored plan while that still lies ahead (it is
-    # refitted from this process's epochs); anything else runs to the config's `epochs`.
-    stored_plan = int(state.get("planned_epochs", 0))
-    plan = {"epochs": (min(cfg.epochs, stored_plan)
-                       if fit_budget and stored_plan > int(state["epochs_done"]) else cfg.epochs)}
-    # Seconds from the end of one epoch (validation and checkpoints included) to the end of
-    # the next, for this process's epochs.
-    epoch_seconds: list[float] = []
+    plan = BudgetPlan(cfg, state)
     # With JAX the training state lives outside the model's variables during an epoch, and a
     # callback touching `self.model` copies it back; doing that every step costs more than a
     # small network's step, so there the learning rate is set every LR_EVERY_JAX steps.
     lr_every = LR_EVERY_JAX if keras.backend.backend() == "jax" else 1
 
-    def seconds_per_epoch() -> float:
-        """Epoch time so far, leaving out this process's first epoch (it compiles) if it can:
-        the median of the last few, so one epoch slowed by a busy machine moves it little."""
-        timed = epoch_seconds[1:] or epoch_seconds
-        return float(np.median(timed[-FIT_WINDOW:]))
-
     def validate() -> float:
         probs = eval_model.predict(x_val, batch_size=256, verbose=0)
         return float((probs.argmax(1) == val_set.y).mean())
-
-    def add_to_average(weights: list[np.ndarray]) -> None:
-        """Fold one epoch's weights into the equal-weight running average (floats only)."""
-        n = int(state.get("swa_count", 0))
-        if n == 0:
-            swa_mean[:] = weights
-        else:
-            swa_mean[:] = [m + (w - m) / (n + 1) if np.issubdtype(w.dtype, np.floating) else w
-                           for m, w in zip(swa_mean, weights, strict=True)]
-        state["swa_count"] = n + 1
 
     # Mixed batches come from a dataset of their own, which shuffles them itself by the epoch
     # set below.
@@ -522,7 +543,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 return
             step = self._epoch * steps_per_epoch + batch
             self.model.optimizer.learning_rate.assign(
-                lr_at(step, steps_per_epoch, cfg, plan["epochs"]))
+                lr_at(step, steps_per_epoch, cfg, plan.epochs))
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._epoch = epoch
@@ -532,21 +553,15 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = dict(logs or {})
-            # The float32 copy is what is validated and, if best, saved (the average, with EMA).
+            # The float32 copy is what is validated and, if best, saved (the average, with EMA
+            # or weight averaging; then the epoch's own weights are validated for the history).
             with averaged_weights(self.model):
                 eval_backbone.set_weights(backbone.get_weights())
             raw_acc: float | None = None
-            if cfg.swa_start and epoch + 1 >= cfg.swa_start:
+            if average is not None and epoch + 1 >= cfg.swa_start:
                 raw_acc = validate()
-                add_to_average(eval_backbone.get_weights())
-                eval_backbone.set_weights(swa_mean)
-                # A file for each count, named in run.json: the one run.json names stays
-                # until run.json names the next, so a stop in between resumes consistently.
-                state["swa_file"] = f"swa-{state['swa_count']}.weights.h5"
-                _replace(run_dir / state["swa_file"], eval_backbone.save_weights)
-                recalibrate_bn(eval_backbone, swa_bn_faces, cfg.arch.crop_size)
+                average.add_and_load()
             val_acc = validate()
-            logs["val_accuracy"] = val_acc
             epoch_s = _clock() - self._t0
             state["epochs_done"] = epoch + 1
             if val_acc > state["best_val_accuracy"] or not best_path.exists():
@@ -554,49 +569,33 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                 state["best_epoch"] = epoch + 1
                 _replace(best_path, eval_backbone.save_weights)
             _replace(last_ckpt, self.model.save)
-            now = _clock()
-            epoch_seconds.append(now - (started + sum(epoch_seconds)))
             # The rate this epoch ended on, before a refit moves the schedule's end.
             lr_used = lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg,
-                            plan["epochs"])
-            if fit_budget and len(epoch_seconds) >= 2:
-                # Refitted every epoch, so a slow epoch's shortening is undone when the
-                # machine frees up again; never beyond the config's `epochs`.
-                fits = fitted_epochs(epoch + 1, cfg.epochs, budget_s - (now - started),
-                                     seconds_per_epoch(), plan["epochs"])
-                if fits != plan["epochs"]:
-                    print(f"schedule fitted to the budget: it ends at epoch {fits}, not "
-                          f"{plan['epochs']} ({seconds_per_epoch():.1f} s an epoch)", flush=True)
-                plan["epochs"] = state["planned_epochs"] = fits
-            state["wall_seconds"] = wall_before + now - started
+                            plan.epochs)
+            plan.epoch_ended(epoch + 1)
+            state["wall_seconds"] = plan.wall_seconds()
             _replace(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
-            for older in run_dir.glob("swa-*.weights.h5"):
-                if older.name != state.get("swa_file"):
-                    older.unlink()
+            if average is not None:
+                average.prune()
+            averaged = average.count if average is not None and raw_acc is not None else 0
             append_history(history_path, [
                 epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
-                f"{val_acc:.4f}",
-                f"{lr_used:.6f}",
-                f"{epoch_s:.1f}",
-                state.get("swa_count", 0) if raw_acc is not None else 0,
+                f"{val_acc:.4f}", f"{lr_used:.6f}", f"{epoch_s:.1f}", averaged,
                 "" if raw_acc is None else f"{raw_acc:.4f}",
             ])
             swa_words = ("" if raw_acc is None else
-                         f" (average of {state['swa_count']}; this epoch's own {raw_acc:.4f})")
+                         f" (average of {averaged}; this epoch's own {raw_acc:.4f})")
             print(
-                f"epoch {epoch + 1}/{plan['epochs']}: loss {logs.get('loss', 0):.4f} "
+                f"epoch {epoch + 1}/{plan.epochs}: loss {logs.get('loss', 0):.4f} "
                 f"acc {logs.get('accuracy', 0):.4f} val_acc {val_acc:.4f}{swa_words} "
                 f"(best {state['best_val_accuracy']:.4f} @ {state['best_epoch']}) {epoch_s:.0f}s",
                 flush=True,
             )
-            if epoch + 1 >= plan["epochs"]:
-                self.model.stop_training = True
-            elif now - started + seconds_per_epoch() > budget_s:
-                print(f"wall-clock budget of {cfg.budget_minutes} min reached; stopping", flush=True)
+            if plan.should_stop(epoch + 1):
                 self.model.stop_training = True
 
     initial_epoch = int(state["epochs_done"])
-    if initial_epoch < plan["epochs"]:
+    if initial_epoch < plan.epochs:
         data: dict[str, Any] = (
             {"x": x_train, "y": y_train, "batch_size": cfg.batch_size,
              "sample_weight": sample_weight, "shuffle": True}
@@ -669,35 +668,6 @@ def _replace(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.{path.name.split('.', 1)[1]}")
     write(tmp)
     os.replace(tmp, path)
-
-
-@contextmanager
-def averaged_weights(model: Any) -> Iterator[None]:
-    """Inside the block, `model`'s trainable weights are its optimizer's moving averages.
-
-    A no-op for an optimizer without `use_ema`. The weights the optimizer steps are put back
-    on the way out, so training (and the checkpoint that `--resume` reads) goes on from them.
-    """
-    optimizer = model.optimizer
-    if not getattr(optimizer, "use_ema", False):
-        yield
-        return
-    # Keras keeps the averages in the order of the variables it was built with (its
-    # SwapEMAWeights callback reads the same attribute).
-    averages = optimizer._model_variables_moving_average
-    variables = model.trainable_variables
-    if len(averages) != len(variables):
-        raise ModelError(f"the optimizer averages {len(averages)} variables, the model has "
-                         f"{len(variables)}")
-    current = [v.numpy() for v in variables]
-    for var, avg in zip(variables, averages, strict=True):
-        if avg is not None:
-            var.assign(avg)
-    try:
-        yield
-    finally:
-        for var, value in zip(variables, current, strict=True):
-            var.assign(value)
 
 
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:

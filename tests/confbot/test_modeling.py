@@ -384,7 +384,8 @@ def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_from_the_wei
         tmp_path: Path) -> None:
     import keras
 
-    from confbot.modeling.train import averaged_weights, train
+    from confbot.modeling.averaging import averaged_weights
+    from confbot.modeling.train import train
 
     # On a model of its own: inside the block the weights are the averages, after it they
     # are back to what the optimizer stepped.
