@@ -3,7 +3,7 @@ averaging (SWA), kept apart from the training loop so each can be read and teste
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from confbot.errors import ConfigError, ModelError
+from confbot.modeling.data import replace_file
 
 
 @contextmanager
@@ -53,10 +54,9 @@ class WeightAverage:
     """
 
     def __init__(self, backbone: Any, run_dir: Path, state: dict[str, Any],
-                 bn_faces: np.ndarray, crop_size: int,
-                 replace: Callable[[Path, Callable[[Path], object]], None]) -> None:
+                 bn_faces: np.ndarray, crop_size: int) -> None:
         self.backbone, self.run_dir, self.state = backbone, run_dir, state
-        self.bn_faces, self.crop_size, self._replace = bn_faces, crop_size, replace
+        self.bn_faces, self.crop_size = bn_faces, crop_size
         self.mean: list[np.ndarray] = []
         if self.count:
             path = run_dir / str(state["swa_file"])
@@ -84,7 +84,7 @@ class WeightAverage:
         self.state["swa_count"] = n + 1
         self.backbone.set_weights(self.mean)
         self.state["swa_file"] = f"swa-{n + 1}.weights.h5"
-        self._replace(self.run_dir / self.state["swa_file"], self.backbone.save_weights)
+        replace_file(self.run_dir / self.state["swa_file"], self.backbone.save_weights)
         recalibrate_bn(self.backbone, self.bn_faces, self.crop_size)
 
     def prune(self) -> None:

@@ -1,9 +1,12 @@
-"""Loading labelled face sets in the shared `.npz` format (arrays `x` and `y`)."""
+"""Loading labelled face sets in the shared `.npz` format (arrays `x` and `y`), drawing samples
+of them, and writing run files whole."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +70,11 @@ def load_face_set(path: Path) -> FaceSet:
     if classes is not None and tuple(classes) != EMOTIONS:
         raise DataError(f"{path}: class order {classes} differs from {list(EMOTIONS)}")
     return FaceSet(x=x, y=y.astype(np.int64), sha256=file_sha256(path), path=path)
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` then rename over `path`: a run stopped mid-write (a budget's hard stop,
+    a kill) leaves the previous file whole. The temporary name keeps the suffix Keras wants."""
+    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.{path.name.split('.', 1)[1]}")
+    write(tmp)
+    os.replace(tmp, path)

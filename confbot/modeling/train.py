@@ -18,11 +18,9 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
 import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -32,7 +30,7 @@ import numpy as np
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.averaging import WeightAverage, averaged_weights
-from confbot.modeling.data import FaceSet, file_sha256, load_face_set, sample_faces
+from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
@@ -276,7 +274,7 @@ class BudgetPlan:
         stored = int(state.get("planned_epochs", 0))
         self.epochs = (min(cfg.epochs, stored)
                        if self.fit and stored > int(state["epochs_done"]) else cfg.epochs)
-        self.started = _clock()
+        self.started = self.now = _clock()
         self.wall_before = float(state["wall_seconds"])
         # Seconds from the end of one epoch (validation and checkpoints included) to the end
         # of the next, for this process's epochs.
@@ -515,7 +513,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     if cfg.swa_start:
         average = WeightAverage(eval_backbone, run_dir, state,
                                 sample_faces(train_set.x, cfg.swa_bn_faces, cfg.seed),
-                                cfg.arch.crop_size, _replace)
+                                cfg.arch.crop_size)
     # Per-face weights from the true labels: Keras' class_weight would go by each target's
     # largest entry, which with a teacher's scores mixed in is not always the label.
     weights = class_weights(train_set.y, cfg.class_weight_power)
@@ -567,14 +565,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             if val_acc > state["best_val_accuracy"] or not best_path.exists():
                 state["best_val_accuracy"] = val_acc
                 state["best_epoch"] = epoch + 1
-                _replace(best_path, eval_backbone.save_weights)
-            _replace(last_ckpt, self.model.save)
+                replace_file(best_path, eval_backbone.save_weights)
+            replace_file(last_ckpt, self.model.save)
             # The rate this epoch ended on, before a refit moves the schedule's end.
             lr_used = lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg,
                             plan.epochs)
             plan.epoch_ended(epoch + 1)
             state["wall_seconds"] = plan.wall_seconds()
-            _replace(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
+            replace_file(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
             if average is not None:
                 average.prune()
             averaged = average.count if average is not None and raw_acc is not None else 0
@@ -649,7 +647,7 @@ def upgrade_history(path: Path) -> None:
             w.writeheader()
             w.writerows(old_rows)
 
-    _replace(path, rewrite)
+    replace_file(path, rewrite)
 
 
 def append_history(path: Path, row: list[object]) -> None:
@@ -660,14 +658,6 @@ def append_history(path: Path, row: list[object]) -> None:
         if new:
             w.writerow(HISTORY_FIELDS)
         w.writerow(row)
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` then rename over `path`: a run stopped mid-write (a budget's hard stop,
-    a kill) leaves the previous file whole. The temporary name keeps the suffix Keras wants."""
-    tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.{path.name.split('.', 1)[1]}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:
