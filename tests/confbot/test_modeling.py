@@ -115,6 +115,9 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("swa_start = 5\nswa_lr = 1e-4\nbudget_minutes = 9\nfit_schedule_to_budget = true\n",
      "cannot go with fit_schedule_to_budget"),
     ('mixing = "cutout"\n', "mixing must be one of"),
+    ('optimizer = "adam"\n', "optimizer must be one of"),
+    ("momentum = 1.0\n", r"momentum must be in \[0, 1\) and weight_decay zero or positive"),
+    ("weight_decay = -1e-4\n", r"momentum must be in \[0, 1\) and weight_decay zero or positive"),
     ("mix_prob = 1.5\n", r"mix_prob must be in \[0, 1\] and mix_alpha positive"),
     ("mix_alpha = 0\n", r"mix_prob must be in \[0, 1\] and mix_alpha positive"),
 ])
@@ -530,6 +533,23 @@ def test_mixed_batches_cover_each_epoch_and_repeat_on_resume() -> None:
     # A run resumed at epoch 1 sees epoch 1's batches.
     resumed = dataset(1)
     assert all(np.array_equal(resumed[i][0], second[i]) for i in range(3))
+
+
+def test_a_run_can_train_with_sgd_and_resume_with_its_momentum(tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.train import train
+
+    run = tmp_path / "sgd"
+    cfg = _tiny_config(tmp_path, optimizer="sgd", momentum=0.8, peak_lr=0.05,
+                       weight_decay=1e-3)
+    train(dataclasses.replace(cfg, epochs=1), run, resume=False, command="sgd")
+    optimizer = keras.models.load_model(run / "last.keras").optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    assert optimizer.momentum == pytest.approx(0.8) and optimizer.weight_decay == pytest.approx(1e-3)
+    train(cfg, run, resume=True, command="sgd resumed")
+    assert [r["epoch"] for r in _history(run)] == ["1", "2"]
+    assert keras.models.load_model(run / "last.keras").optimizer.iterations.numpy() == 2 * 7
 
 
 def test_a_run_trains_on_mixed_batches_and_resumes(tmp_path: Path) -> None:
