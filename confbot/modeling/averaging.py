@@ -50,7 +50,8 @@ class WeightAverage:
     `backbone` (the run's float32 copy) with its batch norms re-estimated on `bn_faces`, since
     an average of weights has no statistics of its own. The count and the file holding the
     average are kept in the run's `state` (run.json): one file per count, `swa-N.weights.h5`,
-    so the file run.json names stays whole until run.json names the next (`prune`).
+    so the file run.json names stays whole until run.json names the next
+    (`prune_averages`).
     """
 
     def __init__(self, backbone: Any, run_dir: Path, state: dict[str, Any],
@@ -87,8 +88,10 @@ class WeightAverage:
         replace_file(self.run_dir / self.state["swa_file"], self.backbone.save_weights)
         recalibrate_bn(self.backbone, self.bn_faces, self.crop_size)
 
-    def prune(self) -> None:
-        """Delete the average files run.json no longer names; call after writing run.json."""
-        for older in self.run_dir.glob("swa-*.weights.h5"):
-            if older.name != self.state.get("swa_file"):
-                older.unlink()
+
+def prune_averages(run_dir: Path, state: dict[str, Any]) -> None:
+    """Delete the average files run.json (`state`) does not name; call after writing it.
+    Whatever the run's settings: a run resumed without averaging leaves none behind."""
+    for older in run_dir.glob("swa-*.weights.h5"):
+        if older.name != state.get("swa_file"):
+            older.unlink()

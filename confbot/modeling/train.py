@@ -29,7 +29,7 @@ import numpy as np
 
 from confbot.errors import ConfigError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.averaging import WeightAverage, averaged_weights
+from confbot.modeling.averaging import WeightAverage, averaged_weights, prune_averages
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
@@ -584,8 +584,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
             plan.epoch_ended(epoch + 1)
             state["wall_seconds"] = plan.wall_seconds()
             replace_file(state_path, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
-            if average is not None:
-                average.prune()
+            prune_averages(run_dir, state)
             averaged = average.count if average is not None and raw_acc is not None else 0
             append_history(history_path, [
                 epoch + 1, f"{logs.get('loss', 0):.4f}", f"{logs.get('accuracy', 0):.4f}",
@@ -639,24 +638,25 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_accuracy", "lr", "seconds", 
 def upgrade_history(path: Path) -> None:
     """Rewrite a history written by an older version, with fewer columns, under today's
     header, the old rows' missing columns left empty, so a resumed run's history stays one
-    table. A file with columns this version does not know is refused."""
+    table. The cells go by position: a version's columns are a leading part of today's (a
+    resume under stop 22's code left longer rows under the old header). A file with other
+    columns is refused."""
     if not path.exists():
         return
     with path.open(newline="") as fh:
-        header = next(csv.reader(fh), [])
+        header, *rows = list(csv.reader(fh)) or [[]]
     if tuple(header) == HISTORY_FIELDS:
         return
-    if not set(header) <= set(HISTORY_FIELDS):
+    if tuple(header) != HISTORY_FIELDS[:len(header)] or any(len(r) > len(HISTORY_FIELDS)
+                                                           for r in rows):
         raise ConfigError(f"--resume: {path} has columns this version does not write: "
                           f"{sorted(set(header) - set(HISTORY_FIELDS))}")
-    with path.open(newline="") as fh:
-        old_rows = list(csv.DictReader(fh))
 
     def rewrite(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
-            w = csv.DictWriter(fh, HISTORY_FIELDS, restval="")
-            w.writeheader()
-            w.writerows(old_rows)
+            w = csv.writer(fh)
+            w.writerow(HISTORY_FIELDS)
+            w.writerows(r + [""] * (len(HISTORY_FIELDS) - len(r)) for r in rows)
 
     replace_file(path, rewrite)
 
