@@ -47,7 +47,9 @@ def _fail(exc: Exception) -> None:
 def model_train(
     out: Annotated[Path, typer.Option(help="Run directory: checkpoints, history, run.json.")],
     config: Annotated[Optional[Path], typer.Option(help="Training TOML (see training.toml).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help=(
+        "Continue the run in --out from its last checkpoint. The schedule and budget may change; "
+        "the network, augmentation, loss and optimizer settings may not."))] = False,
     epochs: Annotated[Optional[int], typer.Option(help="Override `epochs`.")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option(help="Override the wall-clock budget.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(

@@ -74,7 +74,12 @@ def load_face_set(path: Path) -> FaceSet:
 
 def replace_file(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` then rename over `path`: a run stopped mid-write (a budget's hard stop,
-    a kill) leaves the previous file whole. The temporary name keeps the suffix Keras wants."""
+    a kill) leaves the previous file whole, and a write that fails leaves no temporary file.
+    The temporary name keeps the suffix Keras wants."""
     tmp = path.with_name(f".{path.name.split('.')[0]}.tmp.{path.name.split('.', 1)[1]}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
 
+# Settings a resumed run cannot change: last.keras was saved with them built in (the layers,
+# the augmentation layers and their seed, the compiled loss, the optimizer and its state).
+HELD_BY_CHECKPOINT = ("arch", "seed", "optimizer", "momentum", "weight_decay", "ema_momentum",
+                      "label_smoothing", "erase_prob", "shift_pixels", "zoom_in", "zoom_out",
+                      "mixed_bfloat16")
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
@@ -186,6 +192,11 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not 8 <= cfg.arch.crop_size <= cfg.arch.input_size:
         raise ConfigError(f"[arch] crop_size must be between 8 and input_size "
                           f"({cfg.arch.input_size}), got {cfg.arch.crop_size}")
+    if (cfg.arch.input_size - cfg.arch.crop_size) % 2:
+        # Crops are centred on whole pixels up to half the margin either way; an odd margin
+        # would reach into the reflected fill past the face's edge.
+        raise ConfigError(f"[arch] input_size - crop_size must be even, got "
+                          f"{cfg.arch.input_size} - {cfg.arch.crop_size}")
     if not 0 <= cfg.shift_pixels < cfg.arch.input_size // 2:
         raise ConfigError(f"shift_pixels must be between 0 and {cfg.arch.input_size // 2 - 1}, "
                           f"got {cfg.shift_pixels!r}")
@@ -410,14 +421,12 @@ def write_scores_file(path: Path, scores: np.ndarray, face_set: FaceSet,
     """Save `scores` for `face_set` in the form `load_scores_file` reads (a teacher file)."""
     if path.suffix != ".npz":
         raise ConfigError(f"{path}: a scores file must end in .npz")
-    tmp = path.with_name(f".{path.stem}.partial.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, scores=np.asarray(scores, np.float32), train_sha256=face_set.sha256,
-                 model_sha256=np.array(model_sha256))
-        tmp.replace(path)
+        replace_file(path, lambda tmp: np.savez(
+            tmp, scores=np.asarray(scores, np.float32), train_sha256=face_set.sha256,
+            model_sha256=np.array(model_sha256)))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write the scores file ({exc})") from exc
 
 
@@ -464,7 +473,14 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         state = json.loads(state_path.read_text())
         if state["train_sha256"] != train_set.sha256:
             raise ConfigError("--resume: the training data changed since the run started")
-        if state["config"] != _jsonable(asdict(cfg)):
+        new_config = _jsonable(asdict(cfg))
+        held = [k for k in HELD_BY_CHECKPOINT
+                if k in state["config"] and state["config"][k] != new_config[k]]
+        if held:
+            raise ConfigError(f"--resume: {', '.join(held)} changed since the run started; "
+                              "last.keras holds the network, its augmentation, loss and "
+                              "optimizer as they were. Start a new run (init_weights) instead")
+        if state["config"] != new_config:
             log.warning("resuming %s with a changed config; recorded in run.json", run_dir)
         state["config"] = _jsonable(asdict(cfg))
         state.setdefault("resumed", []).append({"command": command,
@@ -674,10 +690,11 @@ def append_history(path: Path, row: list[object]) -> None:
 def _optimizer(keras: Any, cfg: TrainConfig) -> Any:
     ema = {"use_ema": cfg.ema_momentum > 0, "ema_momentum": cfg.ema_momentum}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=cfg.peak_lr, momentum=cfg.momentum,
-                                    nesterov=True, weight_decay=cfg.weight_decay, **ema)
-    return keras.optimizers.AdamW(learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay,
-                                  **ema)
+        # Keras' SGD refuses a whole-number momentum (TOML's `momentum = 0`).
+        return keras.optimizers.SGD(learning_rate=cfg.peak_lr, momentum=float(cfg.momentum),
+                                    nesterov=True, weight_decay=float(cfg.weight_decay), **ema)
+    return keras.optimizers.AdamW(learning_rate=cfg.peak_lr,
+                                  weight_decay=float(cfg.weight_decay), **ema)
 
 
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:

@@ -87,6 +87,7 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("distill_temperature = 0\n", "distill_temperature positive"),
     ("[arch]\ncrop_size = 50\n", "crop_size must be between 8 and input_size"),
     ("[arch]\ncrop_size = 4\n", "crop_size must be between 8 and input_size"),
+    ("[arch]\ncrop_size = 41\n", "input_size - crop_size must be even, got 48 - 41"),
     ("shift_pixels = -1\n", "shift_pixels must be between 0 and 23"),
     ("shift_pixels = 24\n", "shift_pixels must be between 0 and 23"),
     ("shift_pixels = 2.5\n", "shift_pixels must be a whole number"),
@@ -379,6 +380,13 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     assert state["resumed"] == [{"command": "resumed", "at_epoch": 1}]
     assert state["config"]["epochs"] == 3  # the changed config is recorded
     assert [r["epoch"] for r in _history(run)] == ["1", "2", "3"]
+    # What last.keras holds cannot change on a resume: it would go on as it was, unrecorded.
+    for change in ({"label_smoothing": 0.2}, {"weight_decay": 0.05}, {"seed": 7},
+                   {"arch": {"widths": [4, 8], "convs_per_stage": 1, "head_units": 9,
+                             "crop_size": 40}}):
+        with pytest.raises(ConfigError, match=f"--resume: {next(iter(change))} changed"):
+            train(_tiny_config(tmp_path, epochs=4, **change), run, resume=True, command="x")
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 3
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(_tiny_config(tmp_path), tmp_path / "empty", resume=True, command="x")
 
@@ -547,9 +555,28 @@ def test_a_run_can_train_with_sgd_and_resume_with_its_momentum(tmp_path: Path) -
     optimizer = keras.models.load_model(run / "last.keras").optimizer
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
     assert optimizer.momentum == pytest.approx(0.8) and optimizer.weight_decay == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="--resume: optimizer, momentum changed"):
+        train(dataclasses.replace(cfg, optimizer="adamw", momentum=0.9), run, resume=True,
+              command="x")
     train(cfg, run, resume=True, command="sgd resumed")
     assert [r["epoch"] for r in _history(run)] == ["1", "2"]
-    assert keras.models.load_model(run / "last.keras").optimizer.iterations.numpy() == 2 * 7
+    optimizer = keras.models.load_model(run / "last.keras").optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == pytest.approx(0.8)
+    assert optimizer.iterations.numpy() == 2 * 7
+
+
+def test_sgd_takes_a_whole_number_momentum_and_weight_decay(tmp_path: Path) -> None:
+    """TOML's `momentum = 0` is an int, which Keras' SGD itself refuses."""
+    from confbot.modeling.train import train
+
+    path = tmp_path / "sgd.toml"
+    path.write_text('optimizer = "sgd"\nmomentum = 0\nweight_decay = 0\n')
+    cfg = dataclasses.replace(_tiny_config(tmp_path, epochs=1), optimizer="sgd",
+                              **{k: getattr(load_train_config(path), k)
+                                 for k in ("momentum", "weight_decay")})
+    assert isinstance(cfg.momentum, int)
+    train(cfg, tmp_path / "run", resume=False, command="sgd, no momentum")
+    assert len(_history(tmp_path / "run")) == 1
 
 
 def test_a_run_trains_on_mixed_batches_and_resumes(tmp_path: Path) -> None:
@@ -884,6 +911,23 @@ def test_model_scores_writes_a_teacher_file_that_train_accepts(tmp_path: Path) -
     res = scores_cli(cfg.val_data, "--model", str(out), "--out", str(tmp_path / "v.npz"))
     assert res.returncode == 2 and "another training file" in res.stderr
     assert load_scores_file(out, faces)[0].shape == (len(faces), 7)  # left as it was
+
+
+def test_a_failed_file_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    from confbot.modeling.data import replace_file
+
+    path = tmp_path / "run.json"
+    path.write_text("old")
+
+    def half_written(tmp: Path) -> None:
+        tmp.write_text("partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_file(path, half_written)
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+    replace_file(path, lambda tmp: tmp.write_text("new"))
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
 
 
 def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path) -> None:
