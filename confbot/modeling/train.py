@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -181,14 +182,10 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     _check_types(raw, TrainConfig, "")
     _check_types(arch_raw, ArchitectureConfig, "[arch] ")
     cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.peak_lr <= 0:
-        raise ConfigError("epochs, batch_size and peak_lr must be positive")
-    if cfg.fit_schedule_to_budget and not cfg.budget_minutes > 0:
-        raise ConfigError("fit_schedule_to_budget needs a budget: set budget_minutes above 0")
-    if cfg.export_quantize not in ("float32", "int8"):
-        raise ConfigError(f"export_quantize must be \"float32\" or \"int8\", got {cfg.export_quantize!r}")
-    if cfg.teacher_tta not in TTA_VIEWS:
-        raise ConfigError(f"teacher_tta must be one of {sorted(TTA_VIEWS)}, got {cfg.teacher_tta!r}")
+    for name, ok, words in _VALUE_RULES:
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ConfigError(f"{name} must be {words}, got {value!r}")
     if not 8 <= cfg.arch.crop_size <= cfg.arch.input_size:
         raise ConfigError(f"[arch] crop_size must be between 8 and input_size "
                           f"({cfg.arch.input_size}), got {cfg.arch.crop_size}")
@@ -200,18 +197,9 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not 0 <= cfg.shift_pixels < cfg.arch.input_size // 2:
         raise ConfigError(f"shift_pixels must be between 0 and {cfg.arch.input_size // 2 - 1}, "
                           f"got {cfg.shift_pixels!r}")
-    for name in ("zoom_in", "zoom_out"):
-        value = getattr(cfg, name)
-        if not 0 <= value < 1:
-            raise ConfigError(f"{name} must be a share in [0, 1), got {value!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {list(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    if not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
-        raise ConfigError(f"momentum must be in [0, 1) and weight_decay zero or positive, got "
-                          f"{cfg.momentum!r} and {cfg.weight_decay!r}")
-    if not 0 <= cfg.ema_momentum < 1:
-        raise ConfigError(f"ema_momentum must be in [0, 1) (0 turns it off), got {cfg.ema_momentum!r}")
-    if cfg.swa_start < 0 or cfg.swa_start > cfg.epochs:
+    if cfg.fit_schedule_to_budget and not cfg.budget_minutes > 0:
+        raise ConfigError("fit_schedule_to_budget needs a budget: set budget_minutes above 0")
+    if not 0 <= cfg.swa_start <= cfg.epochs:
         raise ConfigError(f"swa_start must be an epoch from 1 to epochs ({cfg.epochs}), or 0 "
                           f"for no averaging; got {cfg.swa_start!r}")
     if cfg.swa_start and not (cfg.swa_lr > 0 and cfg.swa_bn_faces > 0):
@@ -225,16 +213,35 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if cfg.swa_start and cfg.ema_momentum > 0:
         raise ConfigError("swa_start and ema_momentum are two ways of averaging the weights; "
                           "set one of them to 0")
-    if cfg.mixing not in MIXINGS:
-        raise ConfigError(f"mixing must be one of {list(MIXINGS)}, got {cfg.mixing!r}")
-    if not 0 <= cfg.mix_prob <= 1 or cfg.mix_alpha <= 0:
-        raise ConfigError(f"mix_prob must be in [0, 1] and mix_alpha positive, got "
-                          f"{cfg.mix_prob!r} and {cfg.mix_alpha!r}")
-    if cfg.init_noise < 0:
-        raise ConfigError(f"init_noise must be zero or positive, got {cfg.init_noise!r}")
-    if not 0 <= cfg.distill_weight <= 1 or cfg.distill_temperature <= 0:
-        raise ConfigError("distill_weight must be in [0, 1] and distill_temperature positive")
     return cfg
+
+
+def _one_of(choices: Iterable[str]) -> tuple[Callable[[Any], bool], str]:
+    allowed = tuple(choices)
+    return (lambda v: v in allowed), f"one of {list(allowed)}"
+
+
+_SHARE = (lambda v: 0 <= v < 1), "a share in [0, 1)"
+_FRACTION = (lambda v: 0 <= v <= 1), "in [0, 1]"
+_POSITIVE = (lambda v: v > 0), "positive"
+_NOT_NEGATIVE = (lambda v: v >= 0), "zero or positive"
+
+# Each setting's own bounds, checked in this order once the types are right; the rules that
+# tie settings together follow them in `load_train_config`.
+_VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = tuple(
+    (name, *rule) for name, rule in (
+        ("epochs", _POSITIVE), ("batch_size", _POSITIVE), ("peak_lr", _POSITIVE),
+        ("export_quantize", _one_of(("float32", "int8"))),
+        ("teacher_tta", _one_of(sorted(TTA_VIEWS))),
+        ("zoom_in", _SHARE), ("zoom_out", _SHARE),
+        ("optimizer", _one_of(OPTIMIZERS)),
+        ("momentum", ((lambda v: 0 <= v < 1), "in [0, 1)")),
+        ("weight_decay", _NOT_NEGATIVE),
+        ("ema_momentum", ((lambda v: 0 <= v < 1), "in [0, 1) (0 turns it off)")),
+        ("mixing", _one_of(MIXINGS)), ("mix_prob", _FRACTION), ("mix_alpha", _POSITIVE),
+        ("init_noise", _NOT_NEGATIVE),
+        ("distill_weight", _FRACTION), ("distill_temperature", _POSITIVE),
+    ))
 
 
 def _check_types(raw: dict[str, Any], cls: type, where: str) -> None:
