@@ -489,7 +489,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
                               "optimizer as they were. Start a new run (init_weights) instead")
         if state["config"] != new_config:
             log.warning("resuming %s with a changed config; recorded in run.json", run_dir)
-        state["config"] = _jsonable(asdict(cfg))
+        state["config"] = new_config
         state.setdefault("resumed", []).append({"command": command,
                                                 "at_epoch": state["epochs_done"]})
         upgrade_history(history_path)
