@@ -179,9 +179,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if not isinstance(teacher, str) and not (
             isinstance(teacher, tuple) and all(isinstance(t, str) and t for t in teacher)):
         raise ConfigError(f"teacher must be a path or a list of paths, got {teacher!r}")
-    _check_types(raw, TrainConfig, "")
-    _check_types(arch_raw, ArchitectureConfig, "[arch] ")
-    cfg = TrainConfig(**raw, arch=ArchitectureConfig(**arch_raw))
+    cfg = TrainConfig(**_typed(raw, TrainConfig, ""),
+                      arch=ArchitectureConfig(**_typed(arch_raw, ArchitectureConfig, "[arch] ")))
     for name, ok, words in _VALUE_RULES:
         value = getattr(cfg, name)
         if not ok(value):
@@ -221,7 +220,11 @@ def _one_of(choices: Iterable[str]) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v in allowed), f"one of {list(allowed)}"
 
 
-_SHARE = (lambda v: 0 <= v < 1), "a share in [0, 1)"
+def _below_one(words: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: 0 <= v < 1), words
+
+
+_SHARE = _below_one("a share in [0, 1)")
 _FRACTION = (lambda v: 0 <= v <= 1), "in [0, 1]"
 _POSITIVE = (lambda v: v > 0), "positive"
 _NOT_NEGATIVE = (lambda v: v >= 0), "zero or positive"
@@ -235,19 +238,22 @@ _VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = tuple(
         ("teacher_tta", _one_of(sorted(TTA_VIEWS))),
         ("zoom_in", _SHARE), ("zoom_out", _SHARE),
         ("optimizer", _one_of(OPTIMIZERS)),
-        ("momentum", ((lambda v: 0 <= v < 1), "in [0, 1)")),
+        ("momentum", _below_one("in [0, 1)")),
         ("weight_decay", _NOT_NEGATIVE),
-        ("ema_momentum", ((lambda v: 0 <= v < 1), "in [0, 1) (0 turns it off)")),
+        ("ema_momentum", _below_one("in [0, 1) (0 turns it off)")),
         ("mixing", _one_of(MIXINGS)), ("mix_prob", _FRACTION), ("mix_alpha", _POSITIVE),
         ("init_noise", _NOT_NEGATIVE),
         ("distill_weight", _FRACTION), ("distill_temperature", _POSITIVE),
     ))
 
 
-def _check_types(raw: dict[str, Any], cls: type, where: str) -> None:
-    """Each setting has its field's type: an int where an int is due (a float may take an
-    int), a non-empty list of positive ints for widths; TOML or `--set` give anything."""
+def _typed(raw: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """`raw` once each setting is checked to have its field's type: an int where an int is
+    due, a non-empty list of positive ints for widths; TOML or `--set` give anything. A
+    whole number given for a float setting (`momentum = 0`) comes back as a float, so what
+    the settings reach (Keras' optimizers, run.json) sees one type."""
     hints = get_type_hints(cls)
+    typed = dict(raw)
     for name, value in raw.items():
         hint = hints[name]
         if name == "teacher":
@@ -258,6 +264,8 @@ def _check_types(raw: dict[str, Any], cls: type, where: str) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif hint is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                typed[name] = float(value)
         elif hint is str:
             ok = isinstance(value, str)
         else:  # tuple[int, ...]: the widths
@@ -268,6 +276,7 @@ def _check_types(raw: dict[str, Any], cls: type, where: str) -> None:
             wanted = getattr(hint, "__name__", "")
             raise ConfigError(f"{where}{name} must be {_TYPE_WORDS.get(wanted, wanted)}, "
                               f"got {value!r}")
+    return typed
 
 
 _TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number",
@@ -697,11 +706,10 @@ def append_history(path: Path, row: list[object]) -> None:
 def _optimizer(keras: Any, cfg: TrainConfig) -> Any:
     ema = {"use_ema": cfg.ema_momentum > 0, "ema_momentum": cfg.ema_momentum}
     if cfg.optimizer == "sgd":
-        # Keras' SGD refuses a whole-number momentum (TOML's `momentum = 0`).
-        return keras.optimizers.SGD(learning_rate=cfg.peak_lr, momentum=float(cfg.momentum),
-                                    nesterov=True, weight_decay=float(cfg.weight_decay), **ema)
-    return keras.optimizers.AdamW(learning_rate=cfg.peak_lr,
-                                  weight_decay=float(cfg.weight_decay), **ema)
+        return keras.optimizers.SGD(learning_rate=cfg.peak_lr, momentum=cfg.momentum,
+                                    nesterov=True, weight_decay=cfg.weight_decay, **ema)
+    return keras.optimizers.AdamW(learning_rate=cfg.peak_lr, weight_decay=cfg.weight_decay,
+                                  **ema)
 
 
 def _load_init_weights(backbone: Any, path: Path, cfg: TrainConfig) -> str:

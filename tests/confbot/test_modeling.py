@@ -570,16 +570,18 @@ def test_a_run_can_train_with_sgd_and_resume_with_its_momentum(tmp_path: Path) -
     assert optimizer.iterations.numpy() == 2 * 7
 
 
-def test_sgd_takes_a_whole_number_momentum_and_weight_decay(tmp_path: Path) -> None:
-    """TOML's `momentum = 0` is an int, which Keras' SGD itself refuses."""
+def test_a_whole_number_given_for_a_float_setting_loads_as_a_float(tmp_path: Path) -> None:
+    """TOML's `momentum = 0` is an int; Keras' SGD itself refuses one."""
     from confbot.modeling.train import train
 
     path = tmp_path / "sgd.toml"
-    path.write_text('optimizer = "sgd"\nmomentum = 0\nweight_decay = 0\n')
+    path.write_text('optimizer = "sgd"\nmomentum = 0\nweight_decay = 0\npeak_lr = 1\n')
+    loaded = load_train_config(path, {"min_lr": 0, "distill_weight": 1})
+    for name in ("momentum", "weight_decay", "peak_lr", "min_lr", "distill_weight"):
+        assert type(getattr(loaded, name)) is float, name
+    assert type(loaded.epochs) is int
     cfg = dataclasses.replace(_tiny_config(tmp_path, epochs=1), optimizer="sgd",
-                              **{k: getattr(load_train_config(path), k)
-                                 for k in ("momentum", "weight_decay")})
-    assert isinstance(cfg.momentum, int)
+                              momentum=loaded.momentum, weight_decay=loaded.weight_decay)
     train(cfg, tmp_path / "run", resume=False, command="sgd, no momentum")
     assert len(_history(tmp_path / "run")) == 1
 
