@@ -309,6 +309,42 @@ def bench_face_cmd(
         typer.echo(f"cpu: {cpu.describe()}")
 
 
+@bench_app.command("train")
+def bench_train_cmd(
+    config: Annotated[Optional[Path], typer.Option(help="Training TOML (see training.toml).")] = None,
+    steps: Annotated[int, typer.Option(help="Timed batches per precision.")] = 8,
+    precision: Annotated[str, typer.Option(
+        help="both, float32 or bfloat16 (mixed bfloat16 compute).")] = "both",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a setting, KEY=VALUE as for `confbot model train`.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Training images/s and seconds per epoch on this machine, in float32 and mixed bfloat16,
+    for a training config's network: measure before committing to a long run."""
+    from confbot.modeling.train import auto_bf16, load_train_config, parse_overrides, training_speed
+
+    choices = {"both": (False, True), "float32": (False,), "bfloat16": (True,)}
+    if precision not in choices:
+        _fail(ValueError(f"--precision must be one of {list(choices)}, got {precision!r}"))
+    try:
+        cfg = load_train_config(config, parse_overrides(set_ or []))
+        cpu = cpu_info()
+        results = [training_speed(cfg, bf16=bf16, steps=steps) for bf16 in choices[precision]]
+        auto, _ = auto_bf16(cpu)
+    except ConfbotError as exc:
+        _fail(exc)
+    summary = {"results": results, "auto_picks": "mixed_bfloat16" if auto else "float32",
+               "cpu": cpu.as_dict()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for r in results:
+        typer.echo(f"{r['policy']}: {r['images_per_s']} images/s, {r['epoch_s']} s an epoch "
+                   f"(batch {r['batch_size']}, {r['steps']} timed steps)")
+    typer.echo(f'mixed_bfloat16 = "auto" picks {summary["auto_picks"]} here')
+    typer.echo(f"cpu: {cpu.describe()}")
+
+
 @bench_app.command("call")
 def bench_call_command(
     participants: Annotated[int, typer.Option(help="WHIP publishers in the call.")] = 16,

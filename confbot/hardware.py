@@ -17,8 +17,11 @@ from typing import Any
 # The extensions that decide the classifier's (and training's) speed, in /proc/cpuinfo's
 # spelling: x86 `flags`, then Arm `Features` ("asimddp" is the 8-bit dot product).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-               "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm")
+               "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "bf16")
 INT8_DOT_PRODUCT = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+# bfloat16 arithmetic in hardware; without it TensorFlow emulates bf16 on the CPU, which
+# trained about ten times slower than float32 on an AVX2 machine (models/MODEL_CARD.md).
+BF16_ARITHMETIC = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,15 @@ class CpuInfo:
             return None
         return bool(INT8_DOT_PRODUCT.intersection(self.flags))
 
+    @property
+    def bf16_arithmetic(self) -> bool | None:
+        if self.flags is None:
+            return None
+        return bool(BF16_ARITHMETIC.intersection(self.flags))
+
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "flags": None if self.flags is None else list(self.flags),
-                "int8_dot_product": self.int8_dot_product}
+                "int8_dot_product": self.int8_dot_product, "bf16_arithmetic": self.bf16_arithmetic}
 
     def describe(self) -> str:
         flags = "flags unknown" if self.flags is None else " ".join(self.flags) or "none of note"

@@ -22,13 +22,14 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import numpy as np
 
 from confbot.errors import ConfigError, ModelError
+from confbot.hardware import CpuInfo, cpu_info
 from confbot.modeling.architecture import ArchitectureConfig
 from confbot.modeling.averaging import WeightAverage, averaged_weights, prune_averages
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
@@ -80,7 +81,12 @@ class TrainConfig:
     # 1 fully balances it. A small power lifts `disgust` (1.5% of Training) without
     # giving up overall accuracy.
     class_weight_power: float = 0.3
-    mixed_bfloat16: bool = True
+    # Train in mixed bfloat16 (validation, export and the product stay float32). None ("auto"
+    # in TOML) decides by the hardware: bf16 where the CPU has bf16 arithmetic (AVX512-BF16,
+    # AMX, Arm's BF16), float32 elsewhere, where emulated bf16 trains several times slower;
+    # a resumed run keeps what it started with. The CPU decides even beside a GPU: set true
+    # there (training-gpu.toml does).
+    mixed_bfloat16: bool | None = None
     # An exponential moving average of the weights (Polyak averaging): each step the average
     # moves (1 - ema_momentum) of the way to the weights. 0 turns it off. When on, validation,
     # the best checkpoint and the export use the average; training goes on from the weights.
@@ -173,6 +179,8 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"unknown [arch] settings: {sorted(set(arch_raw) - arch_known)}")
     if isinstance(arch_raw.get("widths"), list):
         arch_raw["widths"] = tuple(arch_raw["widths"])
+    if raw.get("mixed_bfloat16") == "auto":
+        del raw["mixed_bfloat16"]
     teacher = raw.get("teacher", "")
     if isinstance(teacher, list):
         raw["teacher"] = teacher = tuple(teacher)
@@ -258,7 +266,7 @@ def _typed(raw: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
         hint = hints[name]
         if name == "teacher":
             continue  # a path or a list of paths, checked by `load_train_config`
-        if hint is bool:
+        if hint is bool or hint == bool | None:  # None: mixed_bfloat16's "auto"
             ok = isinstance(value, bool)
         elif hint is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
@@ -273,14 +281,15 @@ def _typed(raw: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
                   and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                           for v in value))
         if not ok:
-            wanted = getattr(hint, "__name__", "")
+            wanted = getattr(hint, "__name__", "bool_or_auto")
             raise ConfigError(f"{where}{name} must be {_TYPE_WORDS.get(wanted, wanted)}, "
                               f"got {value!r}")
     return typed
 
 
-_TYPE_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number",
-               "str": "a string", "tuple": "a non-empty list of positive whole numbers"}
+_TYPE_WORDS = {"bool": "true or false", "bool_or_auto": 'true, false or "auto"',
+               "int": "a whole number", "float": "a number", "str": "a string",
+               "tuple": "a non-empty list of positive whole numbers"}
 
 
 # On the JAX backend the learning rate is set every this many steps (see `train`).
@@ -378,6 +387,40 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, epochs: int | None 
     return floor + 0.5 * (cfg.peak_lr - floor) * (1 + math.cos(math.pi * progress))
 
 
+def auto_bf16(cpu: CpuInfo, started_with: bool | None = None) -> tuple[bool, str]:
+    """What `mixed_bfloat16 = "auto"` picks, and why: what a resumed run started with, or else
+    bf16 only where this CPU has bf16 arithmetic."""
+    if started_with is not None:
+        return started_with, "as the run started"
+    choice = cpu.bf16_arithmetic is True
+    return choice, f"this CPU has {'' if choice else 'no '}bf16 arithmetic: {cpu.describe()}"
+
+
+def _has_gpu(keras: Any) -> bool:
+    try:
+        return bool(keras.distribution.list_devices("gpu"))
+    except RuntimeError:  # JAX refuses to list a platform it does not have
+        return False
+
+
+def resolve_bf16(cfg: TrainConfig, cpu: CpuInfo, started_with: bool | None = None, *,
+                 gpu: bool = False) -> TrainConfig:
+    """`cfg` with `mixed_bfloat16` decided. "auto" (None) becomes what a resumed run started
+    with (`started_with`), or else whether this CPU has bf16 arithmetic; the choice is printed.
+    An explicit true on a CPU without it, and no `gpu`, is kept with a warning."""
+    choice = cfg.mixed_bfloat16
+    if choice is None:
+        choice, why = auto_bf16(cpu, started_with)
+        print(f'mixed_bfloat16 = "auto": training in {"bfloat16" if choice else "float32"} '
+              f"({why})", flush=True)
+    elif choice and cpu.bf16_arithmetic is False and not gpu:
+        log.warning("mixed_bfloat16 is true, but this CPU (%s) has no bf16 arithmetic "
+                    "(AVX512-BF16, AMX): bfloat16 is emulated here and trains several times "
+                    'slower than float32; `confbot bench train` measures both. "auto" picks '
+                    "float32 on such a CPU", cpu.describe())
+    return replace(cfg, mixed_bfloat16=choice)
+
+
 def distill_targets(y: np.ndarray, teacher: np.ndarray, weight: float,
                     temperature: float) -> np.ndarray:
     """One-hot labels `y` mixed with the teacher's (N, 7) scores, softened by `temperature`."""
@@ -458,15 +501,62 @@ def _as_input(x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float32) / 255.0)[..., None]
 
 
+def compiled_training_model(backbone: Any, cfg: TrainConfig) -> Any:
+    """The network `backbone` behind the run's augmentation layers, compiled with its loss and
+    optimizer: what `train` fits, and what `training_speed` times."""
+    import keras
+
+    from confbot.modeling.architecture import build_training_model
+
+    model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob,
+                                 shift_pixels=cfg.shift_pixels, zoom=(cfg.zoom_in, cfg.zoom_out))
+    model.compile(
+        optimizer=_optimizer(keras, cfg),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any]:
+    """Training images a second for `cfg`'s network and batch size, in mixed bfloat16 or
+    float32, timed over `steps` batches of real training faces after one untimed batch (which
+    traces and compiles). Also the seconds an epoch of the training set would take at that
+    rate. Leaves Keras' global policy at float32."""
+    import keras
+
+    from confbot.modeling.architecture import build_backbone
+
+    if steps < 1:
+        raise ConfigError(f"steps must be at least 1, got {steps}")
+    train_set = load_face_set(Path(cfg.train_data))
+    n = cfg.batch_size * (steps + 1)
+    pick = np.random.default_rng(cfg.seed).integers(0, len(train_set), n)
+    x = _as_input(train_set.x[pick])
+    y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
+    keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+    try:
+        model = compiled_training_model(build_backbone(cfg.arch), cfg)
+        first = cfg.batch_size
+        model.fit(x[:first], y[:first], batch_size=cfg.batch_size, epochs=1, verbose=0)
+        t0 = time.perf_counter()
+        model.fit(x[first:], y[first:], batch_size=cfg.batch_size, epochs=1, verbose=0,
+                  shuffle=False)
+        seconds = time.perf_counter() - t0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    per_s = (n - first) / seconds
+    return {"policy": "mixed_bfloat16" if bf16 else "float32", "steps": steps,
+            "batch_size": cfg.batch_size, "images_per_s": round(per_s, 1),
+            "epoch_s": round(len(train_set) / per_s, 1)}
+
+
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Path:
     """Train (or resume) into `run_dir`; returns the path of the best weights."""
     import keras
 
-    from confbot.modeling.architecture import (
-        build_backbone,
-        build_inference_model,
-        build_training_model,
-    )
+    from confbot.modeling.architecture import build_backbone, build_inference_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
     last_ckpt = run_dir / "last.keras"
@@ -480,13 +570,19 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
 
     train_set: FaceSet = load_face_set(Path(cfg.train_data))
     val_set: FaceSet = load_face_set(Path(cfg.val_data))
+    state: dict[str, Any] = {}
+    if resume:
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resume: cannot read the run's state {state_path} ({exc})") from exc
+    cfg = resolve_bf16(cfg, cpu_info(), state.get("config", {}).get("mixed_bfloat16"),
+                       gpu=_has_gpu(keras))
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_bfloat16 else "float32")
 
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    state: dict[str, Any]
     if resume:
-        state = json.loads(state_path.read_text())
         if state["train_sha256"] != train_set.sha256:
             raise ConfigError("--resume: the training data changed since the run started")
         new_config = _jsonable(asdict(cfg))
@@ -520,14 +616,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         if cfg.init_weights:
             state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
                                                               cfg)
-        model = build_training_model(backbone, cfg.arch, seed=cfg.seed,
-                                     erase_prob=cfg.erase_prob, shift_pixels=cfg.shift_pixels,
-                                     zoom=(cfg.zoom_in, cfg.zoom_out))
-        model.compile(
-            optimizer=_optimizer(keras, cfg),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=["accuracy"],
-        )
+        model = compiled_training_model(backbone, cfg)
 
     # Validation runs through a float32 copy of the network, as the product will.
     keras.mixed_precision.set_global_policy("float32")

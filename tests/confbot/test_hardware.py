@@ -54,4 +54,16 @@ def test_unreadable_cpuinfo_gives_unknown_flags(tmp_path: Path) -> None:
     cpu = cpu_info(tmp_path / "no-such-file")
     assert cpu.flags is None and cpu.int8_dot_product is None
     assert "flags unknown" in cpu.describe()
-    assert cpu.as_dict() == {"model": cpu.model, "flags": None, "int8_dot_product": None}
+    assert cpu.as_dict() == {"model": cpu.model, "flags": None, "int8_dot_product": None,
+                             "bf16_arithmetic": None}
+    assert cpu.bf16_arithmetic is None
+
+
+def test_bf16_arithmetic_is_avx512_bf16_amx_or_arms_bf16() -> None:
+    # Without it TensorFlow emulates bfloat16, and `mixed_bfloat16 = "auto"` trains in float32.
+    assert parse_cpuinfo(X86).bf16_arithmetic is False
+    assert parse_cpuinfo(ARM).bf16_arithmetic is False
+    assert parse_cpuinfo(X86_AMX).bf16_arithmetic is True
+    assert parse_cpuinfo("flags : avx2 fma avx512f avx512_bf16\n").bf16_arithmetic is True
+    assert parse_cpuinfo(ARM.replace("i8mm", "i8mm bf16")).bf16_arithmetic is True
+    assert parse_cpuinfo(X86_AMX).as_dict()["bf16_arithmetic"] is True

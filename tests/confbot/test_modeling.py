@@ -126,12 +126,47 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ('export_quantize = "int4"\n', r"export_quantize must be one of \['float32', 'int8'\], got 'int4'"),
     ('teacher_tta = "all"\n', "teacher_tta must be one of"),
     ("init_noise = -1\n", "init_noise must be zero or positive"),
+    ('mixed_bfloat16 = "yes"\n', 'mixed_bfloat16 must be true, false or "auto", got \'yes\''),
+    ("mixed_bfloat16 = 1\n", 'mixed_bfloat16 must be true, false or "auto", got 1'),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_train_config(path)
+
+
+def test_mixed_bfloat16_auto_follows_the_cpu_and_a_resumed_run(
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    from confbot.hardware import parse_cpuinfo
+    from confbot.modeling.train import resolve_bf16
+
+    avx2 = parse_cpuinfo("model name : EPYC\nflags : avx2 fma\n")
+    amx = parse_cpuinfo("model name : Xeon\nflags : avx2 fma avx512f avx512_bf16 amx_bf16\n")
+    unknown = parse_cpuinfo("")
+    auto = load_train_config(None, {"mixed_bfloat16": "auto"})
+    assert auto.mixed_bfloat16 is None and load_train_config(None).mixed_bfloat16 is None
+    assert load_train_config(REPO / "training.toml").mixed_bfloat16 is None
+    assert load_train_config(REPO / "training-gpu.toml").mixed_bfloat16 is True
+    assert resolve_bf16(auto, avx2).mixed_bfloat16 is False
+    assert "training in float32 (this CPU has no bf16 arithmetic: EPYC (avx2 fma))" in \
+        capsys.readouterr().out
+    assert resolve_bf16(auto, amx).mixed_bfloat16 is True
+    assert resolve_bf16(auto, unknown).mixed_bfloat16 is False
+    # A resumed run goes on as it started, whatever this CPU would pick for a new one.
+    assert resolve_bf16(auto, avx2, started_with=True).mixed_bfloat16 is True
+    assert resolve_bf16(auto, amx, started_with=False).mixed_bfloat16 is False
+    assert "as the run started" in capsys.readouterr().out
+    # An explicit choice stands; bf16 on a CPU without it is warned about unless a GPU trains.
+    explicit = load_train_config(None, {"mixed_bfloat16": True})
+    caplog.clear()
+    assert resolve_bf16(explicit, avx2).mixed_bfloat16 is True
+    assert "bfloat16 is emulated here" in caplog.text
+    caplog.clear()
+    assert resolve_bf16(explicit, avx2, gpu=True).mixed_bfloat16 is True
+    assert resolve_bf16(explicit, amx).mixed_bfloat16 is True
+    assert resolve_bf16(dataclasses.replace(explicit, mixed_bfloat16=False), amx).mixed_bfloat16 is False
+    assert caplog.text == "" and capsys.readouterr().out == ""
 
 
 def test_set_overrides_any_setting_including_the_architecture(tmp_path: Path) -> None:
@@ -394,6 +429,70 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
     assert json.loads((run / "run.json").read_text())["epochs_done"] == 3
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(_tiny_config(tmp_path), tmp_path / "empty", resume=True, command="x")
+
+
+def test_an_auto_precision_run_records_its_choice_and_resumes_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import confbot.modeling.train as train_module
+    from confbot.hardware import cpu_info, parse_cpuinfo
+
+    run = tmp_path / "run"
+    train_module.train(_tiny_config(tmp_path, epochs=1, mixed_bfloat16="auto"), run,
+                       resume=False, command="first")
+    started = json.loads((run / "config.json").read_text())["mixed_bfloat16"]
+    assert started is (cpu_info().bf16_arithmetic is True)
+    # Resumed on a machine where "auto" would pick the other precision: it keeps its own.
+    other = "avx2 fma" if started else "avx2 fma avx512_bf16 amx_bf16"
+    monkeypatch.setattr(train_module, "cpu_info",
+                        lambda: parse_cpuinfo(f"model name : other\nflags : {other}\n"))
+    train_module.train(_tiny_config(tmp_path, epochs=2, mixed_bfloat16="auto"), run,
+                       resume=True, command="resumed")
+    state = json.loads((run / "run.json").read_text())
+    assert state["epochs_done"] == 2 and state["config"]["mixed_bfloat16"] is started
+    with pytest.raises(ConfigError, match="--resume: mixed_bfloat16 changed"):
+        train_module.train(_tiny_config(tmp_path, epochs=3, mixed_bfloat16=not started), run,
+                           resume=True, command="x")
+    (run / "run.json").write_text('{"epochs_done": ')
+    with pytest.raises(ConfigError, match="--resume: cannot read the run's state"):
+        train_module.train(_tiny_config(tmp_path, epochs=3), run, resume=True, command="x")
+
+
+def test_training_speed_times_each_precision_and_leaves_float32(tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.train import training_speed
+
+    cfg = _tiny_config(tmp_path)
+    for bf16 in (False, True):
+        result = training_speed(cfg, bf16=bf16, steps=2)
+        assert result["policy"] == ("mixed_bfloat16" if bf16 else "float32")
+        assert result["steps"] == 2 and result["batch_size"] == 32
+        assert result["images_per_s"] > 0
+        assert result["epoch_s"] == pytest.approx(224 / result["images_per_s"], abs=0.06)
+        assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ConfigError, match="steps must be at least 1"):
+        training_speed(cfg, bf16=False, steps=0)
+
+
+def test_bench_train_reports_both_precisions_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    cfg = _tiny_config(tmp_path)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(f'train_data = "{cfg.train_data}"\nval_data = "{cfg.val_data}"\n'
+                    "batch_size = 32\n[arch]\nwidths = [4, 8]\nconvs_per_stage = 1\n"
+                    "head_units = 8\n")
+    bench = [sys.executable, "-m", "confbot", "bench", "train", "--config", str(toml)]
+    res = subprocess.run([*bench, "--steps", "2", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [r["policy"] for r in out["results"]] == ["float32", "mixed_bfloat16"]
+    assert all(r["images_per_s"] > 0 for r in out["results"])
+    assert out["auto_picks"] in ("float32", "mixed_bfloat16") and "flags" in out["cpu"]
+    for bad, message in [(["--precision", "half"], "--precision must be one of"),
+                         (["--steps", "0"], "steps must be at least 1"),
+                         (["--set", "batch_size=0"], "batch_size must be positive")]:
+        res = subprocess.run([*bench, *bad], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_run_with_ema_validates_and_keeps_the_average_and_resumes_from_the_weights(
