@@ -281,15 +281,19 @@ def _typed(raw: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
                   and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                           for v in value))
         if not ok:
-            wanted = getattr(hint, "__name__", "bool_or_auto")
-            raise ConfigError(f"{where}{name} must be {_TYPE_WORDS.get(wanted, wanted)}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{where}{name} must be {_TYPE_WORDS[hint]}, got {value!r}")
     return typed
 
 
-_TYPE_WORDS = {"bool": "true or false", "bool_or_auto": 'true, false or "auto"',
-               "int": "a whole number", "float": "a number", "str": "a string",
-               "tuple": "a non-empty list of positive whole numbers"}
+# What each setting's type hint asks for, in a refusal's words.
+_TYPE_WORDS: dict[Any, str] = {
+    bool: "true or false", bool | None: 'true, false or "auto"', int: "a whole number",
+    float: "a number", str: "a string", tuple[int, ...]: "a non-empty list of positive whole numbers"}
+
+
+def _policy(bf16: bool | None) -> str:
+    """Keras' dtype policy for training in mixed bfloat16 or not."""
+    return "mixed_bfloat16" if bf16 else "float32"
 
 
 # On the JAX backend the learning rate is set every this many steps (see `train`).
@@ -535,7 +539,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     x = _as_input(train_set.x[pick])
     y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bf16 else "float32")
+    keras.mixed_precision.set_global_policy(_policy(bf16))
     try:
         model = compiled_training_model(build_backbone(cfg.arch), cfg)
         first = cfg.batch_size
@@ -547,7 +551,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     finally:
         keras.mixed_precision.set_global_policy("float32")
     per_s = (n - first) / seconds
-    return {"policy": "mixed_bfloat16" if bf16 else "float32", "steps": steps,
+    return {"policy": _policy(bf16), "steps": steps,
             "batch_size": cfg.batch_size, "images_per_s": round(per_s, 1),
             "epoch_s": round(len(train_set) / per_s, 1)}
 
@@ -579,7 +583,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     cfg = resolve_bf16(cfg, cpu_info(), state.get("config", {}).get("mixed_bfloat16"),
                        gpu=_has_gpu(keras))
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_bfloat16 else "float32")
+    keras.mixed_precision.set_global_policy(_policy(cfg.mixed_bfloat16))
 
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     if resume:
@@ -622,7 +626,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
     keras.mixed_precision.set_global_policy("float32")
     eval_backbone = build_backbone(cfg.arch)
     eval_model = build_inference_model(eval_backbone, cfg.arch)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_bfloat16 else "float32")
+    keras.mixed_precision.set_global_policy(_policy(cfg.mixed_bfloat16))
 
     x_train = _as_input(train_set.x)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
