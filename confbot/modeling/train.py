@@ -299,7 +299,10 @@ def _policy(bf16: bool | None) -> str:
 # On the JAX backend the learning rate is set every this many steps (see `train`).
 LR_EVERY_JAX = 16
 _clock = time.monotonic  # a test's stand-in makes epoch times exact
-FIT_WINDOW = 5  # a fitted schedule goes by the median of this many recent epochs
+# A fitted schedule goes by the median of this many recent epochs: an even number, so
+# epochs that alternate in speed (checkpoint and validation patterns) give their middle,
+# and long enough that the end holds still; one slow epoch still moves it little.
+FIT_WINDOW = 16
 
 
 def fitted_epochs(done: int, planned: int, left_s: float, epoch_s: float, current: int) -> int:
@@ -336,7 +339,8 @@ class BudgetPlan:
 
     def seconds_per_epoch(self) -> float:
         """Epoch time so far, leaving out this process's first epoch (it compiles) if it can:
-        the median of the last few, so one epoch slowed by a busy machine moves it little."""
+        the median of the last `FIT_WINDOW`, so one epoch slowed by a busy machine moves it
+        little and epochs alternating between two speeds do not move the end to and fro."""
         timed = self.epoch_seconds[1:] or self.epoch_seconds
         return float(np.median(timed[-FIT_WINDOW:]))
 

@@ -275,6 +275,27 @@ def test_a_budget_fitted_schedule_takes_the_epochs_that_fit(
     assert fitted_epochs(done, planned, left_s, epoch_s, current) == expected
 
 
+def test_a_fitted_schedule_holds_still_when_epochs_alternate_in_speed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop 27's run alternated 68 s and 82 s epochs (a validation and checkpoint pattern), and
+    a median of the last five flipped its end between 83 and 98 epochs for the whole run."""
+    import confbot.modeling.train as train_mod
+
+    now = [0.0]
+    monkeypatch.setattr(train_mod, "_clock", lambda: now[0])
+    cfg = load_train_config(None, {"epochs": 200, "budget_minutes": 100.0,
+                                   "fit_schedule_to_budget": True})
+    plan = train_mod.BudgetPlan(cfg, {"epochs_done": 0, "wall_seconds": 0.0})
+    ends = []
+    for done in range(1, 61):
+        now[0] += 68.0 if done % 2 else 82.0
+        plan.epoch_ended(done)
+        ends.append(plan.epochs)
+    # 6,000 s at 75 s an epoch is 80 epochs; 68 s alone would say 86-88, 82 s alone 74-75.
+    settled = ends[train_mod.FIT_WINDOW:]
+    assert max(settled) - min(settled) <= 1 and abs(settled[-1] - 80) <= 1, ends
+
+
 def test_a_history_with_columns_this_version_does_not_write_is_refused(tmp_path: Path) -> None:
     from confbot.modeling.train import upgrade_history
 
