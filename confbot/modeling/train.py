@@ -21,7 +21,8 @@ import math
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -296,6 +297,20 @@ def _policy(bf16: bool | None) -> str:
     return "mixed_bfloat16" if bf16 else "float32"
 
 
+@contextmanager
+def _dtype_policy(bf16: bool | None) -> Iterator[None]:
+    """Keras' global dtype policy set by `_policy(bf16)` for the block, and the one before it
+    put back after, however the block ends."""
+    import keras
+
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(_policy(bf16))
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
 # On the JAX backend the learning rate is set every this many steps (see `train`).
 LR_EVERY_JAX = 16
 _clock = time.monotonic  # a test's stand-in makes epoch times exact
@@ -543,8 +558,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     x = _as_input(train_set.x[pick])
     y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(_policy(bf16))
-    try:
+    with _dtype_policy(bf16):
         model = compiled_training_model(build_backbone(cfg.arch), cfg)
         first = cfg.batch_size
         model.fit(x[:first], y[:first], batch_size=cfg.batch_size, epochs=1, verbose=0)
@@ -552,8 +566,6 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
         model.fit(x[first:], y[first:], batch_size=cfg.batch_size, epochs=1, verbose=0,
                   shuffle=False)
         seconds = time.perf_counter() - t0
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     per_s = (n - first) / seconds
     return {"policy": _policy(bf16), "steps": steps,
             "batch_size": cfg.batch_size, "images_per_s": round(per_s, 1),
@@ -627,10 +639,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pat
         model = compiled_training_model(backbone, cfg)
 
     # Validation runs through a float32 copy of the network, as the product will.
-    keras.mixed_precision.set_global_policy("float32")
-    eval_backbone = build_backbone(cfg.arch)
-    eval_model = build_inference_model(eval_backbone, cfg.arch)
-    keras.mixed_precision.set_global_policy(_policy(cfg.mixed_bfloat16))
+    with _dtype_policy(False):
+        eval_backbone = build_backbone(cfg.arch)
+        eval_model = build_inference_model(eval_backbone, cfg.arch)
 
     x_train = _as_input(train_set.x)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
