@@ -298,17 +298,26 @@ def _policy(bf16: bool | None) -> str:
 
 
 @contextmanager
-def _dtype_policy(bf16: bool | None) -> Iterator[None]:
-    """Keras' global dtype policy set by `_policy(bf16)` for the block, and the one before it
-    put back after, however the block ends."""
+def _kept_dtype_policy() -> Iterator[None]:
+    """Keras' global dtype policy as it was before the block put back after it, however the
+    block ends."""
     import keras
 
     before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(_policy(bf16))
     try:
         yield
     finally:
         keras.mixed_precision.set_global_policy(before)
+
+
+@contextmanager
+def _dtype_policy(bf16: bool | None) -> Iterator[None]:
+    """Keras' global dtype policy set by `_policy(bf16)` for the block only."""
+    import keras
+
+    with _kept_dtype_policy():
+        keras.mixed_precision.set_global_policy(_policy(bf16))
+        yield
 
 
 # On the JAX backend the learning rate is set every this many steps (see `train`).
@@ -573,7 +582,13 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Path:
-    """Train (or resume) into `run_dir`; returns the path of the best weights."""
+    """Train (or resume) into `run_dir`; returns the path of the best weights. The run sets
+    Keras' global dtype policy to its precision; the caller's is put back when it ends."""
+    with _kept_dtype_policy():
+        return _train(cfg, run_dir, resume=resume, command=command)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Path:
     import keras
 
     from confbot.modeling.architecture import build_backbone, build_inference_model

@@ -453,13 +453,22 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
 
 
 def test_an_auto_precision_run_records_its_choice_and_resumes_with_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    import keras
+
     import confbot.modeling.train as train_module
     from confbot.hardware import cpu_info, parse_cpuinfo
 
+    def caller_policy() -> str:
+        return str(keras.mixed_precision.global_policy().name)
+
+    # A policy neither the run nor its export uses: train() puts the caller's back.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    request.addfinalizer(lambda: keras.mixed_precision.set_global_policy("float32"))
     run = tmp_path / "run"
     train_module.train(_tiny_config(tmp_path, epochs=1, mixed_bfloat16="auto"), run,
                        resume=False, command="first")
+    assert caller_policy() == "mixed_float16"
     started = json.loads((run / "config.json").read_text())["mixed_bfloat16"]
     assert started is (cpu_info().bf16_arithmetic is True)
     # Resumed on a machine where "auto" would pick the other precision: it keeps its own.
@@ -473,6 +482,7 @@ def test_an_auto_precision_run_records_its_choice_and_resumes_with_it(
     with pytest.raises(ConfigError, match="--resume: mixed_bfloat16 changed"):
         train_module.train(_tiny_config(tmp_path, epochs=3, mixed_bfloat16=not started), run,
                            resume=True, command="x")
+    assert caller_policy() == "mixed_float16"  # also after a run that failed having set its own
     (run / "run.json").write_text('{"epochs_done": ')
     with pytest.raises(ConfigError, match="--resume: cannot read the run's state"):
         train_module.train(_tiny_config(tmp_path, epochs=3), run, resume=True, command="x")
