@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from confbot.errors import ModelError
-from confbot.modeling.architecture import ArchitectureConfig
+from confbot.modeling.architecture import (
+    ArchitectureConfig,
+    build_backbone,
+    build_inference_model,
+    dtype_policy,
+)
 from confbot.modeling.data import file_sha256, sample_faces
 from face_core.emotions import EMOTIONS
 
@@ -63,10 +68,6 @@ def load_export(manifest: Path) -> LoadedExport:
     The weights' sha256 is checked against the manifest. A manifest that cannot be read, weights
     that are missing, altered or do not fit the recorded architecture raise ModelError.
     """
-    import keras
-
-    from confbot.modeling.architecture import build_backbone
-
     try:
         meta = json.loads(manifest.read_text())
         arch_meta, weights_meta = meta["architecture"], meta["weights"]
@@ -83,8 +84,8 @@ def load_export(manifest: Path) -> LoadedExport:
     if digest != weights_meta.get("sha256"):
         raise ModelError(f"{manifest}: {weights.name} does not match the sha256 the manifest "
                          "records")
-    keras.mixed_precision.set_global_policy("float32")
-    backbone = build_backbone(arch)
+    with dtype_policy(False):
+        backbone = build_backbone(arch)
     try:
         backbone.load_weights(weights)
     except (OSError, ValueError) as exc:
@@ -106,16 +107,13 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
         raise ModelError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     if quantize == "int8" and (calibration_faces is None or len(calibration_faces) == 0):
         raise ModelError("an int8 export needs calibration faces")
-    import keras
     import tensorflow as tf
 
-    from confbot.modeling.architecture import build_backbone, build_inference_model
-
-    keras.mixed_precision.set_global_policy("float32")
     # Dropout has no weights; a rate of 0 keeps random ops out of the exported graph.
-    backbone = build_backbone(dataclasses.replace(arch, dropout=0.0))
+    with dtype_policy(False):
+        backbone = build_backbone(dataclasses.replace(arch, dropout=0.0))
+        model = build_inference_model(backbone, arch)
     backbone.load_weights(weights)
-    model = build_inference_model(backbone, arch)
     # from_keras_model, not Keras 3's SavedModel export: the latter traced a graph that
     # disagreed with the model (max |diff| 0.79 on random input) when this was written.
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

@@ -21,8 +21,7 @@ import math
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -31,7 +30,7 @@ import numpy as np
 
 from confbot.errors import ConfigError, ModelError
 from confbot.hardware import CpuInfo, cpu_info
-from confbot.modeling.architecture import ArchitectureConfig
+from confbot.modeling.architecture import ArchitectureConfig, dtype_policy, kept_dtype_policy, policy_name
 from confbot.modeling.averaging import WeightAverage, averaged_weights, prune_averages
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
 from confbot.modeling.mixing import MIXINGS, mixed_batches
@@ -292,34 +291,6 @@ _TYPE_WORDS: dict[Any, str] = {
     float: "a number", str: "a string", tuple[int, ...]: "a non-empty list of positive whole numbers"}
 
 
-def _policy(bf16: bool | None) -> str:
-    """Keras' dtype policy for training in mixed bfloat16 or not."""
-    return "mixed_bfloat16" if bf16 else "float32"
-
-
-@contextmanager
-def _kept_dtype_policy() -> Iterator[None]:
-    """Keras' global dtype policy as it was before the block put back after it, however the
-    block ends."""
-    import keras
-
-    before = keras.mixed_precision.global_policy()
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(before)
-
-
-@contextmanager
-def _dtype_policy(bf16: bool | None) -> Iterator[None]:
-    """Keras' global dtype policy set by `_policy(bf16)` for the block only."""
-    import keras
-
-    with _kept_dtype_policy():
-        keras.mixed_precision.set_global_policy(_policy(bf16))
-        yield
-
-
 # On the JAX backend the learning rate is set every this many steps (see `train`).
 LR_EVERY_JAX = 16
 _clock = time.monotonic  # a test's stand-in makes epoch times exact
@@ -554,7 +525,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     """Training images a second for `cfg`'s network and batch size, in mixed bfloat16 or
     float32, timed over `steps` batches of real training faces after one untimed batch (which
     traces and compiles). Also the seconds an epoch of the training set would take at that
-    rate. Leaves Keras' global policy at float32."""
+    rate. Keras' global dtype policy is the caller's again afterwards."""
     import keras
 
     from confbot.modeling.architecture import build_backbone
@@ -567,7 +538,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     x = _as_input(train_set.x[pick])
     y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
     keras.utils.set_random_seed(cfg.seed)
-    with _dtype_policy(bf16):
+    with dtype_policy(bf16):
         model = compiled_training_model(build_backbone(cfg.arch), cfg)
         first = cfg.batch_size
         model.fit(x[:first], y[:first], batch_size=cfg.batch_size, epochs=1, verbose=0)
@@ -576,7 +547,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
                   shuffle=False)
         seconds = time.perf_counter() - t0
     per_s = (n - first) / seconds
-    return {"policy": _policy(bf16), "steps": steps,
+    return {"policy": policy_name(bf16), "steps": steps,
             "batch_size": cfg.batch_size, "images_per_s": round(per_s, 1),
             "epoch_s": round(len(train_set) / per_s, 1)}
 
@@ -584,7 +555,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
 def train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Path:
     """Train (or resume) into `run_dir`; returns the path of the best weights. The run sets
     Keras' global dtype policy to its precision; the caller's is put back when it ends."""
-    with _kept_dtype_policy():
+    with kept_dtype_policy():
         return _train(cfg, run_dir, resume=resume, command=command)
 
 
@@ -614,7 +585,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
     cfg = resolve_bf16(cfg, cpu_info(), state.get("config", {}).get("mixed_bfloat16"),
                        gpu=_has_gpu(keras))
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(_policy(cfg.mixed_bfloat16))
+    keras.mixed_precision.set_global_policy(policy_name(cfg.mixed_bfloat16))
 
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     if resume:
@@ -654,7 +625,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         model = compiled_training_model(backbone, cfg)
 
     # Validation runs through a float32 copy of the network, as the product will.
-    with _dtype_policy(False):
+    with dtype_policy(False):
         eval_backbone = build_backbone(cfg.arch)
         eval_model = build_inference_model(eval_backbone, cfg.arch)
 

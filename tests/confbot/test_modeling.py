@@ -747,6 +747,39 @@ def _trainable(arch: ArchitectureConfig, weights: Path | None) -> list[np.ndarra
     return [np.asarray(w) for w in backbone.trainable_weights]
 
 
+def test_augmentation_works_in_float32_under_a_bfloat16_policy() -> None:
+    import keras
+
+    from confbot.modeling.architecture import build_backbone, build_training_model, dtype_policy
+
+    arch = ArchitectureConfig(widths=(4, 8), convs_per_stage=1, head_units=8)
+    with dtype_policy(True):
+        model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.5)
+        crop = keras.Model(model.input, model.get_layer("aug_crop").output)
+    augmentation = [layer for layer in model.layers if layer.name.startswith("aug_")]
+    assert len(augmentation) == 6
+    assert {layer.compute_dtype for layer in augmentation} == {"float32"}
+    assert model.get_layer("backbone").compute_dtype == "bfloat16"
+    faces = np.random.default_rng(0).random((4, 48, 48, 1)).astype(np.float32)
+    # Pixels that bfloat16 would round (to about a grey level) reach the backbone as they are.
+    assert np.array_equal(np.asarray(crop(faces, training=False)), faces[:, 4:44, 4:44])
+    assert np.asarray(model(faces, training=True)).shape == (4, 7)
+
+
+def test_loading_an_export_builds_it_in_float32_and_keeps_the_callers_policy(
+        request: pytest.FixtureRequest) -> None:
+    import keras
+
+    from confbot.modeling.export import load_export
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    request.addfinalizer(lambda: keras.mixed_precision.set_global_policy("float32"))
+    loaded = load_export(REPO / "models" / "emotion_cnn.json")
+    assert loaded.backbone.compute_dtype == "float32"
+    assert {layer.compute_dtype for layer in loaded.backbone.layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+
+
 def test_a_run_can_start_from_an_exports_weights(tmp_path: Path) -> None:
     from confbot.modeling.train import train
 
