@@ -20,8 +20,8 @@ from keras import layers
 N_CLASSES = 7
 
 
-# Every layer takes its dtype from Keras' global policy when it is built, so the builds below
-# run inside one of these two blocks wherever the precision matters.
+# Every layer takes its dtype from Keras' global policy when it is built: whoever builds these
+# networks in a given precision does it inside `dtype_policy`, which leaves the policy as it was.
 def policy_name(bf16: bool | None) -> str:
     """Keras' dtype policy for a network in mixed bfloat16 or not."""
     return "mixed_bfloat16" if bf16 else "float32"
