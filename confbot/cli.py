@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from confbot.errors import ConfbotError
+from confbot.errors import ConfbotError, ConfigError
 from confbot.hardware import cpu_info
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -153,7 +153,6 @@ def model_scores(
     tta: Annotated[str, typer.Option(help="Views averaged per model: none, flip or ten-crop.")] = "ten-crop",
 ) -> None:
     """Score faces once with a model or an ensemble and save a teacher file for `model train`."""
-    from confbot.errors import ConfigError
     from confbot.modeling.data import load_face_set
     from confbot.modeling.train import ensemble_scores, write_scores_file
     from face_core.classify import TTA_VIEWS
@@ -255,6 +254,36 @@ def model_precise_bn(
         _fail(exc)
     typer.echo(f"exported {out / name}.tflite with precise batch norm: top-1 agreement "
                f"{check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} on {check.n} faces")
+
+
+@model_app.command("average")
+def model_average(
+    manifests: Annotated[list[Path], typer.Argument(
+        help="Two or more exports of one network (say fine-tunes from one start), their float32 "
+             "weights beside them.")],
+    out: Annotated[Path, typer.Option(help="Where to write the averaged model.")],
+    train_data: Annotated[Path, typer.Option(
+        help="Training faces (.npz) to re-estimate the batch-norm statistics on.",
+    )] = Path("../shared/datasets/fer2013/training.npz"),
+    name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
+    faces: Annotated[int, typer.Option(
+        help="Re-estimate on this many training faces, drawn at random (0: all of them).")] = 0,
+) -> None:
+    """Average several exports' weights equally into one network of the same cost, with its
+    batch norms re-estimated as precise-bn does; exported like the first one."""
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.recalibrate import recalibrate_export
+
+    if len(manifests) < 2:
+        _fail(ConfigError("average needs at least two exports"))
+    try:
+        check = recalibrate_export(manifests[0], load_face_set(train_data), out, name=name,
+                                   faces=faces, average_with=manifests[1:])
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(f"exported {out / name}.tflite, the average of {len(manifests)} networks: top-1 "
+               f"agreement {check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} on "
+               f"{check.n} faces")
 
 
 @model_app.command("convert-keras")

@@ -12,6 +12,7 @@ nothing is tuned on validation data.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def recalibrate_bn(backbone: Any, faces: np.ndarray, crop_size: int) -> int:
 
 
 def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
-                       name: str = "emotion_cnn", seed: int = 1337, faces: int = 0) -> Any:
+                       name: str = "emotion_cnn", seed: int = 1337, faces: int = 0,
+                       average_with: Sequence[Path] = ()) -> Any:
     """Re-export the model of `manifest` with its batch norms recalibrated on `train_set`
     (all of it, or `faces` of its faces drawn with `seed`: the statistics of a few thousand
     faces are as good for a batch norm, and a wide network's pass over all takes minutes).
@@ -66,6 +68,12 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
     and exported again with the same quantization (int8 calibrated on training faces drawn
     with `seed`, as `export_run` does); the manifest keeps its training record and adds
     `precise_bn`. Returns the export's parity check.
+
+    `average_with` names exports of the same network whose weights are averaged in, equally,
+    before the recalibration (a "model soup", Wortsman et al. 2022: networks fine-tuned from
+    one start often average into a better one at no cost at inference). Their averaged batch
+    norm statistics would describe no network, which is why the recalibration follows. The
+    manifest records every averaged weights file in `averaged`.
     """
     from confbot.modeling.export import CALIBRATION_FACES, export_litert, load_export
 
@@ -77,11 +85,24 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
                          f"faces are {train_set.x.shape[1]}px")
     if faces < 0:
         raise ModelError(f"faces must be 0 (all) or a positive number, got {faces}")
+    averaged = [loaded.weights_sha256]
+    if average_with:
+        total = [np.asarray(w, np.float64) for w in backbone.get_weights()]
+        for other_manifest in average_with:
+            other = load_export(other_manifest)
+            if other.arch != arch:
+                raise ModelError(f"{other_manifest}: cannot average it with {manifest}: the "
+                                 f"networks differ ({other.arch} against {arch})")
+            total = [t + w for t, w in zip(total, other.backbone.get_weights(), strict=True)]
+            averaged.append(other.weights_sha256)
+        backbone.set_weights([(t / len(averaged)).astype(np.float32) for t in total])
     use = sample_faces(train_set.x, faces, seed) if faces else train_set.x
     n_views = recalibrate_bn(backbone, use, arch.crop_size)
     extra = {k: meta[k] for k in ("training",) if k in meta}
     extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views,
                            "from_weights_sha256": loaded.weights_sha256}
+    if average_with:
+        extra["averaged"] = {"weights_sha256": averaged}
     with tempfile.TemporaryDirectory() as tmp:
         recalibrated = Path(tmp) / "recalibrated.weights.h5"
         backbone.save_weights(recalibrated)

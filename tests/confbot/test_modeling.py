@@ -1172,6 +1172,57 @@ def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path
         recalibrate_export(manifest, faces, tmp_path / "no", faces=-1)
 
 
+def test_model_average_averages_exports_of_one_network_and_refuses_others(tmp_path: Path) -> None:
+    from confbot.modeling.architecture import build_backbone
+    from confbot.modeling.train import train
+
+    cfg = _tiny_config(tmp_path, epochs=1)
+    runs = []
+    for seed in (1, 2):
+        train(dataclasses.replace(cfg, seed=seed), tmp_path / f"run{seed}", resume=False,
+              command=f"run{seed}")
+        runs.append(tmp_path / f"run{seed}" / "export" / "emotion_cnn.json")
+
+    def average(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "confbot", "model", "average", *args,
+                               "--train-data", cfg.train_data], capture_output=True, text=True,
+                              timeout=300)
+
+    out = tmp_path / "soup"
+    res = average(str(runs[0]), str(runs[1]), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "the average of 2 networks" in res.stdout
+    nets = []
+    for weights in [r.parent / "emotion_cnn.weights.h5" for r in runs] + [out / "emotion_cnn.weights.h5"]:
+        net = build_backbone(dataclasses.replace(cfg.arch, dropout=0.0))
+        net.load_weights(weights)
+        nets.append(net)
+    recorded = json.loads((out / "emotion_cnn.json").read_text())
+    assert recorded["averaged"]["weights_sha256"] == [
+        json.loads(r.read_text())["weights"]["sha256"] for r in runs]
+    # Every weight is the mean of the two, except the batch norms' statistics, re-estimated.
+    for a, b, mean in zip(*(n.weights for n in nets), strict=True):
+        expected = (np.asarray(a) + np.asarray(b)) / 2
+        if "moving" in mean.path:
+            assert not np.allclose(np.asarray(mean), expected, atol=1e-4), mean.path
+        else:
+            assert np.allclose(np.asarray(mean), expected, atol=1e-6), mean.path
+    assert recorded["precise_bn"]["views"] == 2 * len(load_face_set(Path(cfg.train_data)))
+
+    wider = _tiny_config(tmp_path, epochs=1, arch={"widths": [8, 8], "convs_per_stage": 1,
+                                                    "head_units": 8, "crop_size": 40})
+    train(wider, tmp_path / "wider", resume=False, command="wider")
+    for args, message in [
+        ([str(runs[0])], "at least two exports"),
+        ([str(runs[0]), str(tmp_path / "wider" / "export" / "emotion_cnn.json")],
+         "cannot average it with"),
+        ([str(runs[0]), str(tmp_path / "none.json")], "not an export manifest"),
+    ]:
+        res = average(*args, "--out", str(tmp_path / "no"))
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr and not (tmp_path / "no").exists()
+
+
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
     from confbot.modeling.train import train
 
