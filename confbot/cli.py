@@ -25,6 +25,13 @@ app.add_typer(bench_app, name="bench")
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings TOML.")]
 TtaOpt = Annotated[Optional[str], typer.Option(
     help="Test-time augmentation: none, flip or ten-crop (default: the setting model.tta).")]
+# Options of the commands that write an export (export, precise-bn, average).
+NameOpt = Annotated[str, typer.Option(help="Base name of the files.")]
+BnDataOpt = Annotated[Path, typer.Option(
+    help="Training faces (.npz) to re-estimate the batch-norm statistics on.")]
+BnFacesOpt = Annotated[int, typer.Option(
+    help="Re-estimate on this many training faces, drawn at random (0: all of them).")]
+TRAINING_FACES = Path("../shared/datasets/fer2013/training.npz")
 
 
 def _settings(config: Path | None, *, tta: str | None = None) -> Any:
@@ -216,7 +223,7 @@ def model_compare(
 def model_export(
     run: Annotated[Path, typer.Argument(help="A training run directory.")],
     out: Annotated[Path, typer.Option(help="Where to write the .tflite and its manifest.")] = Path("models"),
-    name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
+    name: NameOpt = "emotion_cnn",
     quantize: Annotated[str | None, typer.Option(
         help="float32 or int8 (calibrated on training faces); default: the run's export_quantize.",
     )] = None,
@@ -236,12 +243,9 @@ def model_export(
 def model_precise_bn(
     manifest: Annotated[Path, typer.Argument(help="An export's manifest, its float32 weights beside it.")],
     out: Annotated[Path, typer.Option(help="Where to write the re-exported model.")],
-    train_data: Annotated[Path, typer.Option(
-        help="Training faces (.npz) to estimate the statistics on.",
-    )] = Path("../shared/datasets/fer2013/training.npz"),
-    name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
-    faces: Annotated[int, typer.Option(
-        help="Estimate on this many training faces, drawn at random (0: all of them).")] = 0,
+    train_data: BnDataOpt = TRAINING_FACES,
+    name: NameOpt = "emotion_cnn",
+    faces: BnFacesOpt = 0,
 ) -> None:
     """Re-export a model with its batch-norm statistics re-estimated on plain training faces."""
     from confbot.modeling.data import load_face_set
@@ -262,12 +266,9 @@ def model_average(
         help="Two or more exports of one network (say fine-tunes from one start), their float32 "
              "weights beside them.")],
     out: Annotated[Path, typer.Option(help="Where to write the averaged model.")],
-    train_data: Annotated[Path, typer.Option(
-        help="Training faces (.npz) to re-estimate the batch-norm statistics on.",
-    )] = Path("../shared/datasets/fer2013/training.npz"),
-    name: Annotated[str, typer.Option(help="Base name of the files.")] = "emotion_cnn",
-    faces: Annotated[int, typer.Option(
-        help="Re-estimate on this many training faces, drawn at random (0: all of them).")] = 0,
+    train_data: BnDataOpt = TRAINING_FACES,
+    name: NameOpt = "emotion_cnn",
+    faces: BnFacesOpt = 0,
 ) -> None:
     """Average several exports' weights equally into one network of the same cost, with its
     batch norms re-estimated as precise-bn does; exported like the first one."""
