@@ -107,32 +107,29 @@ def build_training_model(
     out rounded (0.2 grey levels from float32 on average, at most 1), and a run's augmentation
     depended on whether `init_weights` had loaded an export (which left the policy at float32).
     """
-    f32 = "float32"
     inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
-    x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip", dtype=f32)(inp)
-    x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot",
-                              dtype=f32)(x)
-    x = layers.RandomZoom((-zoom[0], zoom[1]), fill_mode="reflect", seed=seed + 2,
-                          name="aug_zoom", dtype=f32)(x)
-    if cfg.crop_size < cfg.input_size:
-        # Each face its own crop: a whole-pixel shift of up to the margin, then the centre
-        # crop. (Keras' RandomCrop takes one offset for the whole batch, and at inference
-        # returns its input uncropped, which the JAX trainer's build step trips over.)
-        # The shift is drawn from a continuous range and rounded to the nearest pixel, so the
-        # range reaches half a pixel past the margin: each whole offset then takes an equal
-        # share, where a range ending at the margin gives the two outermost half as much.
-        share = ((cfg.input_size - cfg.crop_size) / 2 + 0.5) / cfg.input_size
-        x = layers.RandomTranslation(share, share, fill_mode="reflect", interpolation="nearest",
-                                     seed=seed + 3, name="aug_crop_shift",
-                                     dtype=f32)(x)
-        x = layers.CenterCrop(cfg.crop_size, cfg.crop_size, name="aug_crop", dtype=f32)(x)
-    elif shift_pixels > 0:
-        share = shift_pixels / cfg.input_size
-        x = layers.RandomTranslation(share, share, fill_mode="reflect", seed=seed + 3,
-                                     name="aug_shift", dtype=f32)(x)
-    if erase_prob > 0:
-        x = layers.RandomErasing(
-            factor=erase_prob, scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=seed + 4,
-            name="aug_erase", dtype=f32,
-        )(x)
+    with dtype_policy(False):
+        x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(inp)
+        x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot")(x)
+        x = layers.RandomZoom((-zoom[0], zoom[1]), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
+        if cfg.crop_size < cfg.input_size:
+            # Each face its own crop: a whole-pixel shift of up to the margin, then the centre
+            # crop. (Keras' RandomCrop takes one offset for the whole batch, and at inference
+            # returns its input uncropped, which the JAX trainer's build step trips over.)
+            # The shift is drawn from a continuous range and rounded to the nearest pixel, so the
+            # range reaches half a pixel past the margin: each whole offset then takes an equal
+            # share, where a range ending at the margin gives the two outermost half as much.
+            share = ((cfg.input_size - cfg.crop_size) / 2 + 0.5) / cfg.input_size
+            x = layers.RandomTranslation(share, share, fill_mode="reflect", interpolation="nearest",
+                                         seed=seed + 3, name="aug_crop_shift")(x)
+            x = layers.CenterCrop(cfg.crop_size, cfg.crop_size, name="aug_crop")(x)
+        elif shift_pixels > 0:
+            share = shift_pixels / cfg.input_size
+            x = layers.RandomTranslation(share, share, fill_mode="reflect", seed=seed + 3,
+                                         name="aug_shift")(x)
+        if erase_prob > 0:
+            x = layers.RandomErasing(
+                factor=erase_prob, scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=seed + 4,
+                name="aug_erase",
+            )(x)
     return keras.Model(inp, backbone(x), name="emotion_cnn_train")

@@ -43,6 +43,13 @@ def averaged_weights(model: Any) -> Iterator[None]:
             var.assign(value)
 
 
+def fold_into_mean(mean: list[np.ndarray], weights: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """The equal-weight mean of `n` networks' weights (`mean`) with one more network's folded in.
+    Floats only: integer variables (none in this network) are taken as they are."""
+    return [m + (w - m) / (n + 1) if np.issubdtype(w.dtype, np.floating) else w
+            for m, w in zip(mean, weights, strict=True)]
+
+
 class WeightAverage:
     """Stochastic weight averaging (Izmailov et al., 2018) of a run's epochs.
 
@@ -77,11 +84,7 @@ class WeightAverage:
         from confbot.modeling.recalibrate import recalibrate_bn
 
         weights, n = self.backbone.get_weights(), self.count
-        if n == 0:
-            self.mean = weights
-        else:  # floats only: integer variables (none in this network) are taken as they are
-            self.mean = [m + (w - m) / (n + 1) if np.issubdtype(w.dtype, np.floating) else w
-                         for m, w in zip(self.mean, weights, strict=True)]
+        self.mean = weights if n == 0 else fold_into_mean(self.mean, weights, n)
         self.state["swa_count"] = n + 1
         self.backbone.set_weights(self.mean)
         self.state["swa_file"] = f"swa-{n + 1}.weights.h5"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from confbot.errors import ModelError
+from confbot.modeling.averaging import fold_into_mean
 from confbot.modeling.data import FaceSet, sample_faces
 
 _CHUNK = 2048
@@ -85,17 +86,15 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
                          f"faces are {train_set.x.shape[1]}px")
     if faces < 0:
         raise ModelError(f"faces must be 0 (all) or a positive number, got {faces}")
-    averaged = [loaded.weights_sha256]
-    if average_with:
-        total = [np.asarray(w, np.float64) for w in backbone.get_weights()]
-        for other_manifest in average_with:
-            other = load_export(other_manifest)
-            if other.arch != arch:
-                raise ModelError(f"{other_manifest}: cannot average it with {manifest}: the "
-                                 f"networks differ ({other.arch} against {arch})")
-            total = [t + w for t, w in zip(total, other.backbone.get_weights(), strict=True)]
-            averaged.append(other.weights_sha256)
-        backbone.set_weights([(t / len(averaged)).astype(np.float32) for t in total])
+    averaged, mean = [loaded.weights_sha256], backbone.get_weights()
+    for other_manifest in average_with:
+        other = load_export(other_manifest)
+        if other.arch != arch:
+            raise ModelError(f"{other_manifest}: cannot average it with {manifest}: the "
+                             f"networks differ ({other.arch} against {arch})")
+        mean = fold_into_mean(mean, other.backbone.get_weights(), len(averaged))
+        averaged.append(other.weights_sha256)
+    backbone.set_weights(mean)
     use = sample_faces(train_set.x, faces, seed) if faces else train_set.x
     n_views = recalibrate_bn(backbone, use, arch.crop_size)
     extra = {k: meta[k] for k in ("training",) if k in meta}
