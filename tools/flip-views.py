@@ -27,19 +27,20 @@ def flip_views(manifest: Path, x: np.ndarray, y: np.ndarray) -> dict[str, object
     classifier = load_classifier(manifest, tta="none")
     plain = classify_all(classifier, x)
     mirrored = classify_all(classifier, np.ascontiguousarray(x[:, :, ::-1]))
-    # The product's flip, run as it runs it (both views in one batch: the int8 kernels' results
-    # move in the third decimal with the batch size, so the plain sum can differ by a face).
+    # The flip as `confbot model evaluate` and `compare` run it, both views in one batch: the
+    # int8 kernels' scores move in the third decimal with the batch size, so summing the two
+    # runs above could differ from their figure by a face or two.
     flipped = classify_all(load_classifier(manifest, tta="flip"), x)
 
     def accuracy(p: np.ndarray) -> float:
-        return round(float(np.mean(p.argmax(axis=1) == y)), 4)
+        return float(np.mean(p.argmax(axis=1) == y))
 
     return {
         "model": str(manifest),
-        "plain": accuracy(plain),
-        "mirrored": accuracy(mirrored),
+        "plain": round(accuracy(plain), 4),
+        "mirrored": round(accuracy(mirrored), 4),
         "views_mean": round((accuracy(plain) + accuracy(mirrored)) / 2, 4),
-        "flip": accuracy(flipped),
+        "flip": round(accuracy(flipped), 4),
         "agreement": round(float(np.mean(plain.argmax(axis=1) == mirrored.argmax(axis=1))), 4),
     }
 

@@ -46,7 +46,7 @@ def test_the_mirrored_view_is_the_left_right_mirror_and_flip_is_the_products(
     assert row["mirrored"] == 1.0
     assert row["plain"] == round(float(np.mean(plain == y)), 4)
     assert row["agreement"] == row["plain"]
-    assert row["views_mean"] == round((row["plain"] + 1.0) / 2, 4)
+    assert row["views_mean"] == round((float(np.mean(plain == y)) + 1.0) / 2, 4)
     assert row["flip"] == round(float(np.mean(flip == y)), 4)
 
 
