@@ -4,7 +4,8 @@ model. A single view is a noisy measure: the two orientations of one network dif
 0.6 points on PublicTest, so a "gain without the flip" can be the luck of which orientation the
 data set happens to hold. `views_mean` (the two single-view accuracies averaged) and `flip` (the
 two views' scores averaged, the product's `model.tta = "flip"`) are the figures to compare.
-`agreement` is the share of faces whose top emotion is the same in both views.
+`agreement` is the share of faces whose top emotion is the same in both views, and
+`views_p_value` McNemar's test (as `confbot model compare`) of the one view against the other.
 
 Usage: .venv/bin/python tools/flip-views.py ../shared/datasets/fer2013/publictest.npz MANIFEST...
 """
@@ -19,29 +20,27 @@ import numpy as np
 
 from confbot.errors import ConfbotError
 from confbot.modeling.data import load_face_set
-from confbot.modeling.evaluate import classify_all
+from confbot.modeling.evaluate import classify_all, compare_predictions
 from confbot.vision import load_classifier
 
 
 def flip_views(manifest: Path, x: np.ndarray, y: np.ndarray) -> dict[str, object]:
     classifier = load_classifier(manifest, tta="none")
-    plain = classify_all(classifier, x)
-    mirrored = classify_all(classifier, np.ascontiguousarray(x[:, :, ::-1]))
+    plain = classify_all(classifier, x).argmax(axis=1)
+    mirrored = classify_all(classifier, np.ascontiguousarray(x[:, :, ::-1])).argmax(axis=1)
     # The flip as `confbot model evaluate` and `compare` run it, both views in one batch: the
     # int8 kernels' scores move in the third decimal with the batch size, so summing the two
     # runs above could differ from their figure by a face or two.
-    flipped = classify_all(load_classifier(manifest, tta="flip"), x)
-
-    def accuracy(p: np.ndarray) -> float:
-        return float(np.mean(p.argmax(axis=1) == y))
-
+    flipped = classify_all(load_classifier(manifest, tta="flip"), x).argmax(axis=1)
+    views = compare_predictions(plain, mirrored, y)
     return {
         "model": str(manifest),
-        "plain": round(accuracy(plain), 4),
-        "mirrored": round(accuracy(mirrored), 4),
-        "views_mean": round((accuracy(plain) + accuracy(mirrored)) / 2, 4),
-        "flip": round(accuracy(flipped), 4),
-        "agreement": round(float(np.mean(plain.argmax(axis=1) == mirrored.argmax(axis=1))), 4),
+        "plain": round(views.accuracy_a, 4),
+        "mirrored": round(views.accuracy_b, 4),
+        "views_mean": round((views.accuracy_a + views.accuracy_b) / 2, 4),
+        "views_p_value": round(views.p_value, 4),  # McNemar: do the two orientations differ?
+        "flip": round(float(np.mean(flipped == y)), 4),
+        "agreement": round(float(np.mean(plain == mirrored)), 4),
     }
 
 
