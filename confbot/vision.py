@@ -139,7 +139,7 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
                 "classifier %s costs several times more here than on one that has it (the "
-                "default model about 4.6 ms a face with the flip, the lite model 1.4 ms; "
+                "default model about 8.6 ms a face with the flip, the lite model 1.2 ms; "
                 "models/MODEL_CARD.md); measure with `confbot model evaluate`",
                 cpu.describe(), name)
     return True
