@@ -138,9 +138,10 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
     if classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False:
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
-                "classifier %s costs several times more here than on one that has it (the "
-                "default model about 8.6 ms a face with the flip, the lite model 1.2 ms; "
-                "models/MODEL_CARD.md); measure with `confbot model evaluate`",
+                "classifier %s costs several times more here than on one that has it; "
+                "models/MODEL_CARD.md gives the figures for such CPUs and the lite model made "
+                "for them ([model] manifest = \"models/emotion_cnn_lite.json\"); measure with "
+                "`confbot model evaluate`",
                 cpu.describe(), name)
     return True
 
