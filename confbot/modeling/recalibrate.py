@@ -98,10 +98,12 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
     use = sample_faces(train_set.x, faces, seed) if faces else train_set.x
     n_views = recalibrate_bn(backbone, use, arch.crop_size)
     extra = {k: meta[k] for k in ("training",) if k in meta}
-    extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views,
-                           "from_weights_sha256": loaded.weights_sha256}
+    extra["precise_bn"] = {"train_sha256": train_set.sha256, "views": n_views}
     if average_with:
+        # The statistics were re-estimated for the mean of these, not for the first alone.
         extra["averaged"] = {"weights_sha256": averaged}
+    else:
+        extra["precise_bn"]["from_weights_sha256"] = loaded.weights_sha256
     with tempfile.TemporaryDirectory() as tmp:
         recalibrated = Path(tmp) / "recalibrated.weights.h5"
         backbone.save_weights(recalibrated)

@@ -1118,6 +1118,8 @@ def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path
     recorded = json.loads((out / "emotion_cnn.json").read_text())
     assert recorded["precise_bn"]["views"] == 2 * len(faces)
     assert recorded["precise_bn"]["train_sha256"] == faces.sha256
+    assert recorded["precise_bn"]["from_weights_sha256"] == json.loads(
+        manifest.read_text())["weights"]["sha256"]
     assert recorded["training"] == json.loads(manifest.read_text())["training"]
     assert recorded["quantization"] == "int8"
     before, after = build_backbone(cfg.arch), build_backbone(cfg.arch)
@@ -1208,6 +1210,7 @@ def test_model_average_averages_exports_of_one_network_and_refuses_others(tmp_pa
         else:
             assert np.allclose(np.asarray(mean), expected, atol=1e-6), mean.path
     assert recorded["precise_bn"]["views"] == 2 * len(load_face_set(Path(cfg.train_data)))
+    assert "from_weights_sha256" not in recorded["precise_bn"]  # the averaged list names them
 
     wider = _tiny_config(tmp_path, epochs=1, arch={"widths": [8, 8], "convs_per_stage": 1,
                                                     "head_units": 8, "crop_size": 40})
