@@ -219,6 +219,27 @@ def model_compare(
                            "tta": settings.model.tta, **framing, **result.as_dict()}))
 
 
+def _agreement(check: Any) -> str:
+    """How an export agrees with the network it came from, for the export commands' last line."""
+    return (f"top-1 agreement {check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} "
+            f"on {check.n} faces")
+
+
+def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, faces: int,
+                 what: str) -> None:
+    """precise-bn and average: re-estimate the batch norms of the first export (averaged with
+    the others, if any) on training faces and export the result."""
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.recalibrate import recalibrate_export
+
+    try:
+        check = recalibrate_export(manifests[0], load_face_set(train_data), out, name=name,
+                                   faces=faces, average_with=manifests[1:])
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(f"exported {out / name}.tflite, {what}: {_agreement(check)}")
+
+
 @model_app.command("export")
 def model_export(
     run: Annotated[Path, typer.Argument(help="A training run directory.")],
@@ -235,8 +256,7 @@ def model_export(
         check = export_run(run, out, name=name, quantize=quantize)
     except ConfbotError as exc:
         _fail(exc)
-    typer.echo(f"exported {out / name}.tflite: top-1 agreement {check.top1_agreement:.4f}, "
-               f"max |diff| {check.max_abs_diff:.2e} on {check.n} faces")
+    typer.echo(f"exported {out / name}.tflite: {_agreement(check)}")
 
 
 @model_app.command("precise-bn")
@@ -248,16 +268,7 @@ def model_precise_bn(
     faces: BnFacesOpt = 0,
 ) -> None:
     """Re-export a model with its batch-norm statistics re-estimated on plain training faces."""
-    from confbot.modeling.data import load_face_set
-    from confbot.modeling.recalibrate import recalibrate_export
-
-    try:
-        check = recalibrate_export(manifest, load_face_set(train_data), out, name=name,
-                                   faces=faces)
-    except ConfbotError as exc:
-        _fail(exc)
-    typer.echo(f"exported {out / name}.tflite with precise batch norm: top-1 agreement "
-               f"{check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} on {check.n} faces")
+    _recalibrate([manifest], out, train_data, name, faces, "with precise batch norm")
 
 
 @model_app.command("average")
@@ -272,19 +283,10 @@ def model_average(
 ) -> None:
     """Average several exports' weights equally into one network of the same cost, with its
     batch norms re-estimated as precise-bn does; exported like the first one."""
-    from confbot.modeling.data import load_face_set
-    from confbot.modeling.recalibrate import recalibrate_export
-
     if len(manifests) < 2:
         _fail(ConfigError("average needs at least two exports"))
-    try:
-        check = recalibrate_export(manifests[0], load_face_set(train_data), out, name=name,
-                                   faces=faces, average_with=manifests[1:])
-    except ConfbotError as exc:
-        _fail(exc)
-    typer.echo(f"exported {out / name}.tflite, the average of {len(manifests)} networks: top-1 "
-               f"agreement {check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} on "
-               f"{check.n} faces")
+    _recalibrate(manifests, out, train_data, name, faces,
+                 f"the average of {len(manifests)} networks")
 
 
 @model_app.command("convert-keras")
