@@ -219,12 +219,6 @@ def model_compare(
                            "tta": settings.model.tta, **framing, **result.as_dict()}))
 
 
-def _agreement(check: Any) -> str:
-    """How an export agrees with the network it came from, for the export commands' last line."""
-    return (f"top-1 agreement {check.top1_agreement:.4f}, max |diff| {check.max_abs_diff:.2e} "
-            f"on {check.n} faces")
-
-
 def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, faces: int,
                  what: str) -> None:
     """precise-bn and average: re-estimate the batch norms of the first export (averaged with
@@ -237,7 +231,7 @@ def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, 
                                    faces=faces, average_with=manifests[1:])
     except ConfbotError as exc:
         _fail(exc)
-    typer.echo(f"exported {out / name}.tflite, {what}: {_agreement(check)}")
+    typer.echo(f"exported {out / name}.tflite, {what}: {check}")
 
 
 @model_app.command("export")
@@ -256,7 +250,7 @@ def model_export(
         check = export_run(run, out, name=name, quantize=quantize)
     except ConfbotError as exc:
         _fail(exc)
-    typer.echo(f"exported {out / name}.tflite: {_agreement(check)}")
+    typer.echo(f"exported {out / name}.tflite: {check}")
 
 
 @model_app.command("precise-bn")

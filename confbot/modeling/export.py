@@ -43,6 +43,10 @@ class ExportCheck:
     top1_agreement: float
     max_abs_diff: float
 
+    def __str__(self) -> str:
+        return (f"top-1 agreement {self.top1_agreement:.4f}, max |diff| {self.max_abs_diff:.2e} "
+                f"on {self.n} faces")
+
 
 QUANTIZATIONS = ("float32", "int8")
 CALIBRATION_FACES = 500

@@ -750,8 +750,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
 
     check = export_run(run_dir, run_dir / "export")
     print(f"exported the best epoch ({state['best_epoch']}, val_acc {state['best_val_accuracy']:.4f}) "
-          f"to {run_dir / 'export'}: top-1 agreement with Keras {check.top1_agreement:.4f}, "
-          f"max |diff| {check.max_abs_diff:.2e}", flush=True)
+          f"to {run_dir / 'export'}, against Keras: {check}", flush=True)
     return best_path
 
 
