@@ -6,7 +6,8 @@ inside its heap, so a fragmented heap's free pages stay resident and RSS creeps 
 minutes before it settles, although nothing leaks. `malloc_trim(0)` hands every whole free
 page back (it advises the kernel page by page, not only at the top of the heap).
 `MemoryReleaser` calls it every `interval_s` on a worker thread; on a C library without it
-(musl, macOS) it does nothing.
+(musl, macOS) it does nothing. `close` stops it between runs: a trim already on its thread
+finishes and is counted, so the stats always match the calls made.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class MemoryReleaser:
         self.interval_s = interval_s
         self._trim = trim if trim is not None else glibc_malloc_trim()
         self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
         self.stats = ReleaseStats()
 
     @property
@@ -62,7 +64,8 @@ class MemoryReleaser:
 
     def start(self) -> None:
         if self.active and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="memory-release")
+            self._stop = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._stop), name="memory-release")
 
     async def release_now(self) -> None:
         if self._trim is None:
@@ -73,9 +76,13 @@ class MemoryReleaser:
         self.stats.released += 1 if gave_back else 0
         self.stats.last_ms = round((time.perf_counter() - started) * 1000, 2)
 
-    async def _run(self) -> None:
+    async def _run(self, stop: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
+                return  # close() asked, between two runs
+            except TimeoutError:
+                pass
             try:
                 await self.release_now()
             except Exception:  # never let housekeeping take the server down
@@ -83,8 +90,10 @@ class MemoryReleaser:
                 return
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        # Cancelling the task mid-trim would leave the worker thread's call running but
+        # uncounted; asking it to stop lets a trim in flight (a few ms) finish first.
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

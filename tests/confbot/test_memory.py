@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,29 @@ def test_runs_every_interval_off_the_loop_and_counts() -> None:
     asyncio.run(asyncio.sleep(0.05))
     assert len(calls) == ran  # nothing runs after close
     assert 1 <= releaser.stats.released < releaser.stats.runs
+
+
+def test_close_during_a_trim_waits_for_it_and_counts_it() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_trim() -> int:
+        entered.set()
+        release.wait(5)
+        return 1
+
+    async def scenario() -> MemoryReleaser:
+        releaser = MemoryReleaser(0.01, trim=slow_trim)
+        releaser.start()
+        assert await asyncio.to_thread(entered.wait, 5)
+        closing = asyncio.create_task(releaser.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # the trim on its thread is still running
+        release.set()
+        await asyncio.wait_for(closing, 5)
+        return releaser
+
+    releaser = asyncio.run(scenario())
+    assert (releaser.stats.runs, releaser.stats.released) == (1, 1)
 
 
 def test_zero_interval_never_starts() -> None:
