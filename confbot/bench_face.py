@@ -76,4 +76,5 @@ def bench_face(analyzer: FaceAnalyzer, frames: list[np.ndarray],
         "detect_fps": round(1000 / detect_ms, 1),
         "classify_ms_per_face": round(classify_ms / max(faces_per_frame, 1e-9), 3),
         "tta": classifier.tta,
+        "tta_margin": classifier.tta_margin,
     }

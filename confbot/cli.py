@@ -25,6 +25,9 @@ app.add_typer(bench_app, name="bench")
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Settings TOML.")]
 TtaOpt = Annotated[Optional[str], typer.Option(
     help="Test-time augmentation: none, flip or ten-crop (default: the setting model.tta).")]
+TtaMarginOpt = Annotated[Optional[float], typer.Option(
+    help="Run the views beyond the first only for faces whose two best scores are closer than "
+         "this; 1: every face (default: the setting model.tta_margin).")]
 # Options of the commands that write an export (export, precise-bn, average).
 NameOpt = Annotated[str, typer.Option(help="Base name of the files.")]
 BnDataOpt = Annotated[Path, typer.Option(
@@ -34,14 +37,20 @@ BnFacesOpt = Annotated[int, typer.Option(
 TRAINING_FACES = Path("../shared/datasets/fer2013/training.npz")
 
 
-def _settings(config: Path | None, *, tta: str | None = None) -> Any:
-    """The settings from `config` (and the environment), with `--tta` applied if given."""
+def _settings(config: Path | None, *, tta: str | None = None,
+              tta_margin: float | None = None) -> Any:
+    """The settings from `config` (and the environment), with `--tta` and `--tta-margin`
+    applied if given."""
     from confbot.config import load_settings, validate_settings
 
     settings = load_settings(config)
-    if tta is not None:
-        settings = dataclasses.replace(settings, model=dataclasses.replace(settings.model, tta=tta))
-        validate_settings(settings)
+    if tta is None and tta_margin is None:
+        return settings
+    model = dataclasses.replace(
+        settings.model, tta=settings.model.tta if tta is None else tta,
+        tta_margin=settings.model.tta_margin if tta_margin is None else tta_margin)
+    settings = dataclasses.replace(settings, model=model)
+    validate_settings(settings)
     return settings
 
 
@@ -84,6 +93,7 @@ def analyze(
         help="Write the input with labelled boxes here (a directory for several inputs).")] = None,
     fps: Annotated[float, typer.Option(help="Frames per second sampled from videos.")] = 2.0,
     tta: TtaOpt = None,
+    tta_margin: TtaMarginOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Print one JSON object per face found in each image, or per sampled video frame."""
@@ -93,7 +103,7 @@ def analyze(
     if fps <= 0:
         _fail(ValueError(f"--fps must be positive, got {fps}"))
     try:
-        settings = _settings(config, tta=tta)
+        settings = _settings(config, tta=tta, tta_margin=tta_margin)
         failures = run_analyze(paths, lambda: build_analyzer(settings), annotate=annotate,
                                sample_fps=fps, out=sys.stdout)
     except ConfbotError as exc:
@@ -109,6 +119,7 @@ def model_evaluate(
     model: Annotated[Optional[Path], typer.Option(help="Model manifest (default: shipped).")] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
     tta: TtaOpt = None,
+    tta_margin: TtaMarginOpt = None,
     confusion_png: Annotated[Optional[Path], typer.Option(help="Save a confusion-matrix picture.")] = None,
     detector: Annotated[bool, typer.Option(
         "--detector", help="Also classify the faces as framed by the configured face detector, "
@@ -128,9 +139,10 @@ def model_evaluate(
 
     path = None
     try:
-        settings = _settings(config, tta=tta)
+        settings = _settings(config, tta=tta, tta_margin=tta_margin)
         manifest = model or resolve_manifest(settings.model.manifest)
-        classifier = load_classifier(manifest, threads=threads, tta=settings.model.tta)
+        classifier = load_classifier(manifest, threads=threads, tta=settings.model.tta,
+                                     tta_margin=settings.model.tta_margin)
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
         if detector:
@@ -182,6 +194,7 @@ def model_compare(
     data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
     model: Annotated[list[Path], typer.Option(help="Two model manifests: A, then B.")],
     tta: TtaOpt = None,
+    tta_margin: TtaMarginOpt = None,
     detector: Annotated[bool, typer.Option(
         "--detector", help="Compare on the faces the configured detector finds, cropped from its "
                            "boxes, as in a call.")] = False,
@@ -197,9 +210,10 @@ def model_compare(
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
     framing: dict[str, Any] = {}
     try:
-        settings = _settings(config, tta=tta)
+        settings = _settings(config, tta=tta, tta_margin=tta_margin)
         faces = load_face_set(data)
-        classifiers = [load_classifier(m, threads=1, tta=settings.model.tta) for m in model]
+        classifiers = [load_classifier(m, threads=1, tta=settings.model.tta,
+                                       tta_margin=settings.model.tta_margin) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
             face_detector = build_detector(settings)
@@ -216,7 +230,8 @@ def model_compare(
         _fail(exc)
     result = compare_predictions(preds[0], preds[1], y)
     typer.echo(json.dumps({"model_a": str(model[0]), "model_b": str(model[1]), "data": str(data),
-                           "tta": settings.model.tta, **framing, **result.as_dict()}))
+                           "tta": settings.model.tta, "tta_margin": settings.model.tta_margin,
+                           **framing, **result.as_dict()}))
 
 
 def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, faces: int,
@@ -311,6 +326,7 @@ def bench_face_cmd(
     seconds: Annotated[float, typer.Option(help="Minimum time per stage.")] = 3.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     tta: TtaOpt = None,
+    tta_margin: TtaMarginOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Detect and classify on 640x360 frames with faces: frames/s and ms/frame per stage."""
@@ -321,7 +337,7 @@ def bench_face_cmd(
     if not 1 <= faces_per_frame <= 4 or frames < 1:
         _fail(ValueError("--faces-per-frame must be 1..4 and --frames positive"))
     try:
-        analyzer = build_analyzer(_settings(config, tta=tta))
+        analyzer = build_analyzer(_settings(config, tta=tta, tta_margin=tta_margin))
         face_set = load_face_set(faces)
     except ConfbotError as exc:
         _fail(exc)

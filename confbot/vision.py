@@ -25,8 +25,8 @@ from face_core import (
 log = logging.getLogger(__name__)
 
 
-def load_classifier(manifest_path: Path, *, threads: int = 1,
-                    tta: str = "none") -> EmotionClassifier:
+def load_classifier(manifest_path: Path, *, threads: int = 1, tta: str = "none",
+                    tta_margin: float = 1.0) -> EmotionClassifier:
     """The classifier described by the manifest at `manifest_path` (model file beside it)."""
     try:
         raw = json.loads(manifest_path.read_text())
@@ -41,7 +41,8 @@ def load_classifier(manifest_path: Path, *, threads: int = 1,
             content = model_path.read_bytes()
         except OSError as exc:
             raise ModelError(f"{model_path}: model file not readable ({exc})") from exc
-        return EmotionClassifier(content, manifest, threads=threads, tta=tta)
+        return EmotionClassifier(content, manifest, threads=threads, tta=tta,
+                                 tta_margin=tta_margin)
     except ArtifactError as exc:
         raise ModelError(str(exc)) from exc
 
@@ -148,7 +149,8 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
     manifest = resolve_manifest(settings.model.manifest)
-    classifier = load_classifier(manifest, threads=settings.model.threads, tta=settings.model.tta)
+    classifier = load_classifier(manifest, threads=settings.model.threads, tta=settings.model.tta,
+                                 tta_margin=settings.model.tta_margin)
     warn_if_int8_is_slow_here(classifier, manifest)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,

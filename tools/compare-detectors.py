@@ -25,7 +25,8 @@ def main() -> None:
     data = load_face_set(Path(sys.argv[1]))
     kinds = (sys.argv[2:4] + ["blazeface", "haar"][len(sys.argv[2:4]):])[:2]
     settings = Settings()
-    classifier = load_classifier(resolve_manifest(settings.model.manifest), tta=settings.model.tta)
+    classifier = load_classifier(resolve_manifest(settings.model.manifest), tta=settings.model.tta,
+                                 tta_margin=settings.model.tta_margin)
     labels: list[dict[int, int]] = []  # per detector: face index -> the model's answer
     for kind in kinds:
         located = find_faces(build_detector(Settings(detector=DetectorConfig(kind=kind))), data.x)

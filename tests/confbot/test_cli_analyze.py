@@ -41,12 +41,16 @@ def test_analyze_a_real_face_photo_and_annotate(face_photo_path: Path, tmp_path:
 def test_analyze_with_each_tta_setting(face_photo_path: Path) -> None:
     scores = {}
     for tta in ("none", "flip", "ten-crop"):
-        res = run("analyze", str(face_photo_path), "--tta", tta)
+        res = run("analyze", str(face_photo_path), "--tta", tta, "--tta-margin", "1")
         assert res.returncode == 0, res.stderr
         (face,) = records(res.stdout)
         assert face["top_emotion"] == "happy"
         scores[tta] = face["scores"]
     assert scores["none"] != scores["ten-crop"]  # the setting reaches the classifier
+    # At the default margin this face, sure in the first view, is not classified in the others.
+    res = run("analyze", str(face_photo_path), "--tta", "ten-crop")
+    assert res.returncode == 0, res.stderr
+    assert records(res.stdout)[0]["scores"] == scores["none"]
     res = run("analyze", str(face_photo_path), "--tta", "all")
     assert res.returncode == 2 and "model.tta must be one of" in res.stderr
 
@@ -180,7 +184,8 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
                                                "surprise", "neutral"}
     assert 0 < result["ms_per_face"] < 50
     assert sum(map(sum, result["confusion_matrix"])) == 200
-    assert result["tta"] == "flip"  # the product's default
+    assert result["tta"] == "flip" and result["tta_margin"] == 0.5  # the product's defaults
+    assert 0 < result["all_views_share"] < 1
     from confbot.hardware import cpu_info
 
     assert result["cpu"] == cpu_info().as_dict()  # the machine the ms figures come from
@@ -188,9 +193,16 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     res = run("model", "evaluate", str(small), "--json", "--tta", "ten-crop")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["tta"] == "ten-crop"
+    res = run("model", "evaluate", str(small), "--json", "--tta-margin", "1")
+    assert res.returncode == 0, res.stderr
+    every = json.loads(res.stdout)
+    assert every["tta_margin"] == 1.0 and every["all_views_share"] == 1.0
     res = run("model", "evaluate", str(small), "--tta", "twelve-crop")
     assert res.returncode == 2
     assert "model.tta must be one of" in res.stderr and "Traceback" not in res.stderr
+    res = run("model", "evaluate", str(small), "--tta-margin", "0")
+    assert res.returncode == 2
+    assert "model.tta_margin must be in (0, 1]" in res.stderr and "Traceback" not in res.stderr
 
 
 # Haar misses profiles and odd crops, not most faces; BlazeFace (with Haar's proposals)
@@ -267,6 +279,14 @@ def test_the_tta_setting_is_validated(tmp_path: Path) -> None:
     config.write_text('[model]\ntta = "mirror"\n')
     with pytest.raises(ConfigError, match=r"model\.tta must be one of"):
         load_settings(config, env={})
+    config.write_text("[model]\ntta_margin = 1\n")
+    assert load_settings(config, env={}).model.tta_margin == 1.0
+    for bad, says in (("1.5", r"model\.tta_margin must be in \(0, 1\]"),
+                      ("-0.1", r"model\.tta_margin must be in \(0, 1\]"),
+                      ('"half"', r"model\.tta_margin: expected float")):
+        config.write_text(f"[model]\ntta_margin = {bad}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_settings(config, env={})
 
 
 def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,

@@ -67,6 +67,25 @@ def test_ten_crop_averages_its_views_face_by_face() -> None:
     assert not np.allclose(by_view[0], by_view[1], atol=1e-3)  # the views do differ
 
 
+@pytest.mark.parametrize("tta", ["flip", "ten-crop"])
+def test_a_margin_sends_only_the_unsure_faces_through_the_other_views(
+        publictest_path: Path, tta: str) -> None:
+    faces = np.load(publictest_path)["x"][:64]
+    first = load_classifier(DEFAULT_MODEL_MANIFEST, tta="none").classify(faces)
+    every = load_classifier(DEFAULT_MODEL_MANIFEST, tta=tta).classify(faces)
+    top2 = np.sort(first, axis=1)[:, -2:]
+    unsure = top2[:, 1] - top2[:, 0] < 0.5
+    assert 0 < unsure.sum() < len(faces)  # both kinds among these faces
+
+    gated = load_classifier(DEFAULT_MODEL_MANIFEST, tta=tta, tta_margin=0.5)
+    got = np.concatenate([gated.classify(faces[i:i + 8]) for i in range(0, len(faces), 8)])
+    assert np.allclose(got[~unsure], first[~unsure], atol=1e-6)  # the first view's scores
+    assert np.allclose(got[unsure], every[unsure], atol=1e-3)  # every view's average
+    assert (gated.faces_classified, gated.faces_in_all_views) == (64, unsure.sum())
+    with pytest.raises(ValueError, match=r"tta_margin must be in \(0, 1\]"):
+        load_classifier(DEFAULT_MODEL_MANIFEST, tta=tta, tta_margin=0)
+
+
 def test_a_view_is_a_shifted_crop_with_replicated_edges() -> None:
     from face_core.classify import _view
 
