@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "pack-faces.py"
+from tests.support.tools import run_tool
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+    return run_tool("pack-faces.py", *args)
 
 
 def _faces(path: Path, *, compressed: bool = True) -> Path:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from confbot.modeling.evaluate import classify_all
 from confbot.vision import load_classifier
+from tests.support.tools import run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "tta-margins.py"
 SHIPPED = ROOT / "models" / "emotion_cnn.json"
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
-                          text=True, timeout=120)
+    return run_tool("tta-margins.py", *args)
 
 
 def test_each_margin_flips_the_unsure_faces_only(tmp_path: Path, publictest_path: Path) -> None:
