@@ -47,7 +47,7 @@ class ModelConfig:
     # The views beyond the first run only for faces whose two best scores in the first view are
     # closer than this; the sure ones keep the first view's answer. 1.0: every face, every view.
     # At 0.5 the flip ran on about half of PublicTest's faces and changed no model's accuracy by
-    # more than 0.04 points (models/MODEL_CARD.md).
+    # more than one face in 3,589 (models/MODEL_CARD.md).
     tta_margin: float = 0.5
 
 
