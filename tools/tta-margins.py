@@ -2,7 +2,8 @@
 """What `model.tta_margin` costs and saves: for each model, the accuracy with the flip on every
 face, and with the flip only on the faces whose two best first-view scores are closer than each
 margin, with the share of faces flipped (which sets the cost: a flipped face costs two
-inferences, the rest one). One JSON line a model; `none` is the first view alone.
+inferences, the rest one) and the number of faces whose top emotion differs from the one with
+every face flipped. One JSON line a model; `none` is the first view alone.
 
 Usage: .venv/bin/python tools/tta-margins.py DATA.npz MANIFEST... [--margins 0.3,0.4,0.5]
 """
@@ -25,16 +26,21 @@ DEFAULT_MARGINS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 def tta_margins(manifest: Path, x: np.ndarray, y: np.ndarray,
                 margins: tuple[float, ...]) -> dict[str, object]:
-    def accuracy(tta: str, margin: float = 1.0) -> tuple[float, float]:
+    def predict(tta: str, margin: float = 1.0) -> tuple[np.ndarray, float]:
         classifier = load_classifier(manifest, tta=tta, tta_margin=margin)
-        right = float(np.mean(classify_all(classifier, x).argmax(axis=1) == y))
-        return round(right, 4), round(classifier.faces_in_all_views / len(x), 4)
+        labels = classify_all(classifier, x).argmax(axis=1)
+        return labels, round(classifier.faces_in_all_views / len(x), 4)
 
-    row: dict[str, object] = {"model": str(manifest), "none": accuracy("none")[0],
-                              "every_face": accuracy("flip")[0]}
+    def accuracy(labels: np.ndarray) -> float:
+        return round(float(np.mean(labels == y)), 4)
+
+    every, _ = predict("flip")
+    row: dict[str, object] = {"model": str(manifest), "none": accuracy(predict("none")[0]),
+                              "every_face": accuracy(every)}
     for margin in margins:
-        right, share = accuracy("flip", margin)
-        row[f"margin_{margin:g}"] = {"accuracy": right, "flipped": share}
+        labels, share = predict("flip", margin)
+        row[f"margin_{margin:g}"] = {"accuracy": accuracy(labels), "flipped": share,
+                                     "changed": int(np.sum(labels != every))}
     return row
 
 

@@ -38,6 +38,7 @@ def test_each_margin_flips_the_unsure_faces_only(tmp_path: Path, publictest_path
     half = row["margin_0.5"]
     assert half["flipped"] == round(1 - float(sure.mean()), 4)
     assert half["accuracy"] == round(1 - float(np.mean(sure & (first.argmax(axis=1) != y))), 4)
+    assert half["changed"] == int(np.sum(sure & (first.argmax(axis=1) != y)))
     assert row["margin_0.2"]["flipped"] < half["flipped"]
 
 
