@@ -5,11 +5,12 @@ margin, with the share of faces flipped (which sets the cost: a flipped face cos
 inferences, the rest one) and the number of faces whose top emotion differs from the one with
 every face flipped. One JSON line a model; `none` is the first view alone.
 
-Usage: .venv/bin/python tools/tta-margins.py DATA.npz MANIFEST... [--margins 0.3,0.4,0.5]
+Usage: .venv/bin/python tools/tta-margins.py DATA.npz MANIFEST... [--margins 0.4,0.5]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -44,22 +45,25 @@ def tta_margins(manifest: Path, x: np.ndarray, y: np.ndarray,
     return row
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    margins = DEFAULT_MARGINS
-    if "--margins" in args:
-        at = args.index("--margins")
-        try:
-            margins = tuple(float(m) for m in args[at + 1].split(","))
-        except (IndexError, ValueError):
-            sys.exit("tta-margins: --margins takes numbers separated by commas, e.g. 0.4,0.5")
-        del args[at:at + 2]
-    if len(args) < 2:
-        sys.exit(__doc__)
+def _margins(text: str) -> tuple[float, ...]:
     try:
-        data = load_face_set(Path(args[0]))
-        for manifest in args[1:]:
-            print(json.dumps(tta_margins(Path(manifest), data.x, data.y, margins)), flush=True)
+        return tuple(float(m) for m in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: numbers separated by commas, e.g. 0.4,0.5") from None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="faces (.npz with x and y)")
+    parser.add_argument("manifests", type=Path, nargs="+", help="model manifests")
+    parser.add_argument("--margins", type=_margins, default=DEFAULT_MARGINS,
+                        help="margins to try, separated by commas (default: 0.3,...,0.7)")
+    args = parser.parse_args()
+    try:
+        data = load_face_set(args.data)
+        for manifest in args.manifests:
+            print(json.dumps(tta_margins(manifest, data.x, data.y, args.margins)), flush=True)
     except (ConfbotError, ValueError) as exc:  # ValueError: a margin outside (0, 1]
         print(f"tta-margins: {exc}", file=sys.stderr)
         sys.exit(2)
