@@ -135,14 +135,13 @@ def model_evaluate(
         plot_confusion,
         through_detector,
     )
-    from confbot.vision import build_detector, load_classifier, resolve_manifest
+    from confbot.vision import build_detector, configured_classifier, resolve_manifest
 
     path = None
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
         manifest = model or resolve_manifest(settings.model.manifest)
-        classifier = load_classifier(manifest, threads=threads, tta=settings.model.tta,
-                                     tta_margin=settings.model.tta_margin)
+        classifier = configured_classifier(settings.model, manifest, threads=threads)
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
         if detector:
@@ -204,7 +203,7 @@ def model_compare(
     from confbot.errors import DataError
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
-    from confbot.vision import build_detector, load_classifier
+    from confbot.vision import build_detector, configured_classifier
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
@@ -212,8 +211,7 @@ def model_compare(
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
         faces = load_face_set(data)
-        classifiers = [load_classifier(m, threads=1, tta=settings.model.tta,
-                                       tta_margin=settings.model.tta_margin) for m in model]
+        classifiers = [configured_classifier(settings.model, m, threads=1) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
             face_detector = build_detector(settings)

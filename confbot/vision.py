@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from confbot.config import REPO_ROOT, Settings
+from confbot.config import REPO_ROOT, ModelConfig, Settings
 from confbot.errors import ModelError
 from confbot.hardware import CpuInfo, cpu_info
 from face_core import (
@@ -147,10 +147,18 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
     return True
 
 
+def configured_classifier(cfg: ModelConfig, manifest: Path | None = None, *,
+                          threads: int | None = None) -> EmotionClassifier:
+    """The classifier the `[model]` settings describe, with their test-time augmentation: the
+    settings' model, or `manifest`'s; the settings' threads, or `threads`."""
+    return load_classifier(manifest or resolve_manifest(cfg.manifest),
+                           threads=cfg.threads if threads is None else threads,
+                           tta=cfg.tta, tta_margin=cfg.tta_margin)
+
+
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
     manifest = resolve_manifest(settings.model.manifest)
-    classifier = load_classifier(manifest, threads=settings.model.threads, tta=settings.model.tta,
-                                 tta_margin=settings.model.tta_margin)
+    classifier = configured_classifier(settings.model, manifest)
     warn_if_int8_is_slow_here(classifier, manifest)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,

@@ -18,15 +18,14 @@ import numpy as np
 from confbot.config import DetectorConfig, Settings
 from confbot.modeling.data import load_face_set
 from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
-from confbot.vision import build_detector, load_classifier, resolve_manifest
+from confbot.vision import build_detector, configured_classifier
 
 
 def main() -> None:
     data = load_face_set(Path(sys.argv[1]))
     kinds = (sys.argv[2:4] + ["blazeface", "haar"][len(sys.argv[2:4]):])[:2]
     settings = Settings()
-    classifier = load_classifier(resolve_manifest(settings.model.manifest), tta=settings.model.tta,
-                                 tta_margin=settings.model.tta_margin)
+    classifier = configured_classifier(settings.model)
     labels: list[dict[int, int]] = []  # per detector: face index -> the model's answer
     for kind in kinds:
         located = find_faces(build_detector(Settings(detector=DetectorConfig(kind=kind))), data.x)
