@@ -109,7 +109,7 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         publishers: subprocess.Popen[str] | None = None
         try:
-            used_detector = str(_wait_healthy(url, server)["detector"])
+            health = _wait_healthy(url, server)
             call = httpx.post(f"{url}/api/calls", json={"title": "bench", "sample_fps": sample_fps},
                               timeout=30).json()
             publishers = subprocess.Popen(
@@ -135,7 +135,7 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
             except subprocess.TimeoutExpired:
                 server.kill()
             log.close()
-    return {"detector": used_detector,
+    return {"detector": str(health["detector"]), "model": str(health["model"]),
             **_figures(window, participants=participants, seconds=seconds, sample_fps=sample_fps)}
 
 

@@ -116,7 +116,9 @@ def analyze(
 def model_evaluate(
     data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    model: Annotated[Optional[Path], typer.Option(help="Model manifest (default: shipped).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help=(
+        "Model manifest (default: the settings' [model] manifest; \"auto\": the shipped model, "
+        "or the lite one on a CPU without an 8-bit dot product)."))] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
     tta: TtaOpt = None,
     tta_margin: TtaMarginOpt = None,
@@ -135,12 +137,12 @@ def model_evaluate(
         plot_confusion,
         through_detector,
     )
-    from confbot.vision import build_detector, configured_classifier, resolve_manifest
+    from confbot.vision import build_detector, configured_classifier, configured_manifest
 
     path = None
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
-        manifest = model or resolve_manifest(settings.model.manifest)
+        manifest = model or configured_manifest(settings.model)
         classifier = configured_classifier(settings.model, manifest, threads=threads)
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
@@ -156,6 +158,7 @@ def model_evaluate(
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
                                "cpu": cpu.as_dict(), **through}))
     else:
+        typer.echo(f"model: {manifest}")
         typer.echo(format_report(result))
         if path is not None:
             typer.echo(format_detector_path(path))

@@ -21,6 +21,8 @@ from face_core.classify import TTA_VIEWS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn.json"
+# The smaller model for CPUs whose int8 kernels lack an 8-bit dot product (models/MODEL_CARD.md).
+LITE_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn_lite.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,10 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    manifest: str = str(DEFAULT_MODEL_MANIFEST)
+    # "auto": the shipped model (DEFAULT_MODEL_MANIFEST) on a CPU with an 8-bit dot product, the
+    # lite one (LITE_MODEL_MANIFEST) on one without, where the shipped model costs about five
+    # times more (models/MODEL_CARD.md); or a manifest's path.
+    manifest: str = "auto"
     threads: int = 1
     # Test-time augmentation, the views whose scores are averaged: "none", "flip" (the face
     # and its mirror image) or "ten-crop" (ten shifted and mirrored crops, 5x flip's cost).
@@ -202,6 +207,8 @@ def validate_settings(s: Settings) -> None:
          f"detector.kind must be one of {', '.join(repr(k) for k in DETECTOR_KINDS)}"),
         (s.detector.kind != "yunet" or bool(s.detector.yunet_model),
          "detector.kind = 'yunet' needs detector.yunet_model (path to the ONNX file)"),
+        (bool(s.model.manifest.strip()),
+         "model.manifest must be \"auto\" or the path of a model manifest (.json)"),
         (s.model.threads >= 1, "model.threads must be >= 1"),
         (s.model.tta in TTA_VIEWS, f"model.tta must be one of {sorted(TTA_VIEWS)}"),
         (0 < s.model.tta_margin <= 1,

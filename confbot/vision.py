@@ -8,7 +8,13 @@ import json
 import logging
 from pathlib import Path
 
-from confbot.config import REPO_ROOT, ModelConfig, Settings
+from confbot.config import (
+    DEFAULT_MODEL_MANIFEST,
+    LITE_MODEL_MANIFEST,
+    REPO_ROOT,
+    ModelConfig,
+    Settings,
+)
 from confbot.errors import ModelError
 from confbot.hardware import CpuInfo, cpu_info
 from face_core import (
@@ -131,17 +137,40 @@ def resolve_manifest(path: str) -> Path:
     return REPO_ROOT / p
 
 
+def configured_manifest(cfg: ModelConfig, cpu: CpuInfo | None = None) -> Path:
+    """The manifest `[model] manifest` names. "auto" takes the shipped model, or the lite one
+    on a CPU known to lack an 8-bit dot product, where the shipped int8 model costs about five
+    times what it does on one that has it (models/MODEL_CARD.md); the choice is logged."""
+    if cfg.manifest != "auto":
+        return resolve_manifest(cfg.manifest)
+    cpu = cpu or cpu_info()
+    if cpu.int8_dot_product is False:
+        log.info("emotion model: %s, the lite model, because this CPU (%s) has no 8-bit dot "
+                 "product (AVX512-VNNI, AVX-VNNI) for the shipped model's int8 kernels; set "
+                 "[model] manifest = \"%s\" for the more accurate one",
+                 LITE_MODEL_MANIFEST.name, cpu.describe(), _display(DEFAULT_MODEL_MANIFEST))
+        return LITE_MODEL_MANIFEST
+    log.info("emotion model: %s (this CPU: %s)", DEFAULT_MODEL_MANIFEST.name, cpu.describe())
+    return DEFAULT_MODEL_MANIFEST
+
+
+def _display(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
                               cpu: CpuInfo | None = None) -> bool:
-    """Log a warning, and say so, when an int8 model is to run on a CPU known to lack an 8-bit
-    dot product: there it costs several times what the model card's figures say."""
+    """Log a warning, and say so, when a configured int8 model other than the lite one is to
+    run on a CPU known to lack an 8-bit dot product: there it costs several times what the
+    model card's figures say."""
     cpu = cpu or cpu_info()
-    if classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False:
+    if (classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False
+            or name.resolve() == LITE_MODEL_MANIFEST.resolve()):
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
                 "classifier %s costs several times more here than on one that has it; "
-                "models/MODEL_CARD.md gives the figures for such CPUs and the lite model made "
-                "for them ([model] manifest = \"models/emotion_cnn_lite.json\"); measure with "
+                "models/MODEL_CARD.md gives the figures for such CPUs; [model] manifest = "
+                "\"auto\" (the default) takes the lite model made for them; measure with "
                 "`confbot model evaluate`",
                 cpu.describe(), name)
     return True
@@ -151,15 +180,16 @@ def configured_classifier(cfg: ModelConfig, manifest: Path | None = None, *,
                           threads: int | None = None) -> EmotionClassifier:
     """The classifier the `[model]` settings describe, with their test-time augmentation: the
     settings' model, or `manifest`'s; the settings' threads, or `threads`."""
-    return load_classifier(manifest or resolve_manifest(cfg.manifest),
+    return load_classifier(manifest or configured_manifest(cfg),
                            threads=cfg.threads if threads is None else threads,
                            tta=cfg.tta, tta_margin=cfg.tta_margin)
 
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
-    manifest = resolve_manifest(settings.model.manifest)
+    manifest = configured_manifest(settings.model)
     classifier = configured_classifier(settings.model, manifest)
-    warn_if_int8_is_slow_here(classifier, manifest)
+    if settings.model.manifest != "auto":
+        warn_if_int8_is_slow_here(classifier, manifest)
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,
                         max_side_px=settings.detector.max_side_px,

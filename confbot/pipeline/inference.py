@@ -130,6 +130,11 @@ class InferenceWorker:
         return self._analyzer.detector.name
 
     @property
+    def model_name(self) -> str:
+        """The emotion model's file (the one "auto" chose, where it chose)."""
+        return self._analyzer.classifier.manifest.file
+
+    @property
     def stats(self) -> InferenceStats:
         return InferenceStats(
             batches=self._batches, frames=self._frames, faces=self._faces,

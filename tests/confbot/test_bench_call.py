@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from confbot.bench_call import Window, _figures, bench_call
+from tests.support.server import auto_model_file
 
 
 def _window(rss: list[float], *, latencies: list[float], samples: int) -> Window:
@@ -61,6 +62,7 @@ def test_short_real_bench_reaches_every_participant(publictest_path: Path) -> No
 
     # What the server built for "auto", as its /healthz says.
     assert figures["detector"] == ("blazeface" if default_blazeface_model() else "haar")
+    assert figures["model"] == auto_model_file()
 
 
 def test_a_detector_the_server_does_not_know_is_refused_before_the_call(tmp_path: Path) -> None:

@@ -189,6 +189,15 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     from confbot.hardware import cpu_info
 
     assert result["cpu"] == cpu_info().as_dict()  # the machine the ms figures come from
+    from tests.support.server import auto_model_file
+
+    # "auto": the lite model on a CPU without an 8-bit dot product; a named one is kept.
+    assert Path(result["model"]).name == Path(auto_model_file()).with_suffix(".json").name
+    config = tmp_path / "named.toml"
+    config.write_text('[model]\nmanifest = "models/emotion_cnn.json"\n')
+    res = run("model", "evaluate", str(small), "--json", "-c", str(config))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["model"].endswith("models/emotion_cnn.json")
 
     res = run("model", "evaluate", str(small), "--json", "--tta", "ten-crop")
     assert res.returncode == 0, res.stderr
@@ -310,7 +319,7 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
 
     assert framed["detector"] == ("blazeface" if default_blazeface_model() else "haar")
     assert framed["faces"] == 100 and 50 <= framed["n"] <= 100
-    res = run("model", "evaluate", str(small), "--json", "--detector")
+    res = run("model", "evaluate", str(small), "--json", "--detector", "--model", shipped)
     alone = json.loads(res.stdout)["through_detector"]
     assert (alone["found"], alone["accuracy_detector"]) == (framed["n"], framed["accuracy_a"])
     assert framed["only_a"] + framed["only_b"] > 0  # two different networks disagree somewhere

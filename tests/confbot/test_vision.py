@@ -96,4 +96,40 @@ def test_an_int8_model_on_a_cpu_without_an_8_bit_dot_product_is_warned_about(
     for classifier, cpu in [(int8, CpuInfo("Zen 4", ("avx2", "avx512_vnni"))),
                             (int8, CpuInfo("unknown", None)), (float32, avx2)]:
         assert not vision.warn_if_int8_is_slow_here(classifier, shipped, cpu)  # type: ignore[arg-type]
+    # The lite model is the one made for such CPUs: nothing to warn about.
+    lite = REPO_ROOT / "models" / "emotion_cnn_lite.json"
+    assert not vision.warn_if_int8_is_slow_here(vision.load_classifier(lite), lite, avx2)
     assert caplog.text == ""
+
+
+def test_auto_takes_the_lite_model_only_on_a_cpu_known_to_lack_an_8_bit_dot_product(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from confbot.config import REPO_ROOT, ModelConfig
+    from confbot.hardware import CpuInfo
+
+    models = REPO_ROOT / "models"
+    auto = load_settings(None, env={}).model
+    assert auto.manifest == "auto"
+    with caplog.at_level("INFO", logger="confbot.vision"):
+        chosen = vision.configured_manifest(auto, CpuInfo("AMD EPYC", ("avx2", "fma")))
+    assert chosen == models / "emotion_cnn_lite.json"
+    assert "the lite model, because this CPU (AMD EPYC (avx2 fma)) has no 8-bit dot" in caplog.text
+    assert 'manifest = "models/emotion_cnn.json"' in caplog.text
+    for cpu in [CpuInfo("Zen 4", ("avx2", "avx512_vnni")), CpuInfo("Core", ("avx2", "avx_vnni")),
+                CpuInfo("Neoverse", ("asimd", "asimddp")), CpuInfo("unknown", None)]:
+        assert vision.configured_manifest(auto, cpu) == models / "emotion_cnn.json", cpu
+    # A path in the settings is taken as it is, whatever the CPU.
+    named = ModelConfig(manifest=str(tmp_path / "mine.json"))
+    assert vision.configured_manifest(named, CpuInfo("AMD EPYC", ("avx2",))) == tmp_path / "mine.json"
+    # Both of auto's choices load, and the classifier built from the settings is one of them.
+    for manifest in (models / "emotion_cnn.json", models / "emotion_cnn_lite.json"):
+        assert vision.load_classifier(manifest).manifest.quantization == "int8"
+    built = vision.configured_classifier(auto).manifest.file
+    assert built == vision.configured_manifest(auto).with_suffix(".tflite").name
+
+
+def test_an_empty_model_manifest_setting_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nmanifest = " "\n')
+    with pytest.raises(ConfigError, match=r'model\.manifest must be "auto" or the path'):
+        load_settings(config, env={})

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.publisher import PublisherProcess
-from tests.support.server import ConfbotServer, FeedRecorder, top_emotions
+from tests.support.server import ConfbotServer, FeedRecorder, auto_model_file, top_emotions
 
 pytestmark = pytest.mark.slow
 LOOPBACK = "127.0.0.1"
@@ -123,6 +123,7 @@ def test_bad_offers_and_tokens_get_clear_errors_and_the_server_stays_up(server: 
 
     # The server's "auto": BlazeFace when its file is installed (make setup does), else Haar.
     assert health.json()["detector"] == ("blazeface" if default_blazeface_model() else "haar")
+    assert health.json()["model"] == auto_model_file()
     shown = server.api("GET", f"/api/calls/{call['id']}", call["host_token"]).json()
     assert shown["status"] == "live"
 

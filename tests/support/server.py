@@ -27,6 +27,15 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 
 
+def auto_model_file() -> str:
+    """The emotion model file a server with the default `[model] manifest = "auto"` runs on
+    this machine: the lite model where the CPU is known to lack an 8-bit dot product."""
+    from confbot.hardware import cpu_info
+
+    lite = cpu_info().int8_dot_product is False
+    return "emotion_cnn_lite.tflite" if lite else "emotion_cnn.tflite"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
