@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from aiortc import MediaStreamTrack, RTCIceServer
 
 from confbot.config import Settings
-from confbot.errors import ConnectorError, StoreError
+from confbot.errors import ConfbotError, ConnectorError, StoreError
 from confbot.feed.broker import FeedBroker
 from confbot.feed.messages import call_message, participant_message
 from confbot.pipeline.inference import InferenceWorker
@@ -39,7 +39,7 @@ from confbot.rtc.whip import WhipIngest
 from confbot.store import calls as call_store
 from confbot.store import participants as participant_store
 from confbot.store.db import Database
-from confbot.store.events import call_t_ms, epoch_ms
+from confbot.store.events import ANALYSIS, add_event, call_t_ms, epoch_ms
 from confbot.store.models import Call
 from confbot.store.writer import SampleWriter
 
@@ -226,7 +226,18 @@ class CallManager:
         self._broker.publish(call_id, call_message(call_id=call_id, status=call.status,
                                                    reason=call.failure_reason, t_ms=call_t_ms(call, at),
                                                    wall_time_ms=epoch_ms(at)))
+        if call.status == "live":
+            await self._record_analysis(call_id, at)
         return call
+
+    async def _record_analysis(self, call_id: str, at: datetime) -> None:
+        """Store what scores the call's faces (the model "auto" chose, the detector). A database
+        that refuses costs this record only: the call goes on."""
+        try:
+            await asyncio.to_thread(add_event, self._db, call_id, ANALYSIS,
+                                    data=self._worker.analysis, at=at)
+        except ConfbotError as exc:
+            log.warning("call %s: could not record which model scores it: %s", call_id, exc)
 
     # ------------------------------------------------------------------ participants
 

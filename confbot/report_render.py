@@ -69,6 +69,7 @@ class CallFacts:
     faces: int
     samples: int
     failure_reason: str | None = None
+    scored_by: str | None = None  # the model and detector, from the call's "analysis" event
 
     @property
     def duration(self) -> str:
@@ -177,9 +178,24 @@ def report_view(report: Mapping[str, Any],
         faces=int(facts["faces"]),
         samples=int(facts["samples"]),
         failure_reason=call.get("failure_reason") or None,
+        scored_by=_scored_by(call.get("analysis")),
     )
     return ReportView(facts=view_facts, audience=audience, participants=tuple(participants),
                       peaks=tuple(select_peaks(report.get("peaks", []))))
+
+
+def _scored_by(analysis: Any) -> str | None:
+    """"emotion_cnn.tflite (flip, margin 0.5), detector blazeface" from an "analysis" event."""
+    if not isinstance(analysis, Mapping) or not analysis.get("model"):
+        return None
+    text = str(analysis["model"])
+    tta = analysis.get("tta")
+    if tta and tta != "none":
+        margin = analysis.get("tta_margin")
+        text += f" ({tta}" + (f", margin {margin:g})" if isinstance(margin, (int, float)) else ")")
+    if analysis.get("detector"):
+        text += f", detector {analysis['detector']}"
+    return text
 
 
 PARTICIPANT_VALENCE_SQL = """\

@@ -135,6 +135,14 @@ class InferenceWorker:
         return self._analyzer.classifier.manifest.file
 
     @property
+    def analysis(self) -> dict[str, Any]:
+        """What scores the faces, as a call's "analysis" event records it."""
+        classifier = self._analyzer.classifier
+        return {"model": classifier.manifest.file, "model_sha256": classifier.manifest.sha256,
+                "tta": classifier.tta, "tta_margin": classifier.tta_margin,
+                "detector": self.detector_name}
+
+    @property
     def stats(self) -> InferenceStats:
         return InferenceStats(
             batches=self._batches, frames=self._frames, faces=self._faces,

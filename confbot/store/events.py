@@ -20,6 +20,9 @@ PARTICIPANT_JOINED = "participant_joined"
 PARTICIPANT_LEFT = "participant_left"
 STATUS = "status"
 CONSENT = "consent"
+# What scored the call's faces: the emotion model (file, sha256, test-time augmentation) and the
+# face detector, recorded when the call goes live (the model differs between machines).
+ANALYSIS = "analysis"
 
 
 def utc_now() -> datetime:
@@ -81,3 +84,12 @@ def events_since(db: Database, call_id: str, since_ms: int = 0, *,
         query = query.limit(limit)
     with db.session() as session:
         return list(session.scalars(query))
+
+
+def latest_event_data(db: Database, call_id: str, kind: str) -> dict[str, Any] | None:
+    """The data of the call's latest event of `kind`, or None when it has none."""
+    query = (select(CallEvent.data).where(CallEvent.call_id == call_id, CallEvent.kind == kind)
+             .order_by(CallEvent.id.desc()).limit(1))
+    with db.session() as session:
+        data = session.scalars(query).first()
+    return None if data is None else dict(data)

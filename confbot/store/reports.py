@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from confbot.store.calls import require_call
 from confbot.store.db import Database
-from confbot.store.events import utc_now
+from confbot.store.events import ANALYSIS, latest_event_data, utc_now
 from face_core.emotions import EMOTIONS
 
 PARTICIPANT_SUMMARY_SQL = """\
@@ -238,6 +238,7 @@ def report_json(db: Database, call_id: str, *, now: datetime | None = None) -> d
             "id": call.id, "title": call.title, "status": call.status, "consent": call.consent,
             "failure_reason": call.failure_reason, "created_at": _iso(call.created_at),
             "started_at": _iso(call.started_at), "ended_at": _iso(call.ended_at),
+            "analysis": latest_event_data(db, call_id, ANALYSIS),
         },
         "empty": facts["samples"] == 0,
         "facts": facts,

@@ -78,6 +78,12 @@ def test_two_publishers_get_their_emotions_on_the_feed_and_in_sql(
                                      and m["participant_id"] == ids["Bob"] for m in ms), timeout_s=30)
         ended = server.api("DELETE", f"/api/calls/{call['id']}", call["host_token"])
         assert ended.status_code == 200 and ended.json()["status"] == "ended"
+        # The report says what scored the faces: the model "auto" took on this CPU.
+        report = server.api("GET", f"/api/calls/{call['id']}/report", call["host_token"]).json()
+        analysis = report["call"]["analysis"]
+        assert analysis["model"] == auto_model_file() and len(analysis["model_sha256"]) == 64
+        assert (analysis["tta"], analysis["tta_margin"]) == ("flip", 0.5)
+        assert analysis["detector"] == httpx.get(f"{server.url}/healthz", timeout=15).json()["detector"]
         feed.wait_for(lambda ms: any(m.get("type") == "call" and m.get("status") == "ended" for m in ms),
                       timeout_s=20)
     finally:

@@ -62,6 +62,20 @@ def test_report_view_reads_the_store_report(report_db: Database, report_calls: C
     assert len(view.participants[0].valence) == SECONDS
 
 
+def test_the_report_page_names_what_scored_the_faces(report_db: Database,
+                                                     report_calls: Calls) -> None:
+    report = report_json(report_db, report_calls.screening)
+    assert "Scored by" not in render_report_html(report, now=NOW)  # nothing recorded: no line
+    report["call"]["analysis"] = {"model": "emotion_cnn_lite.tflite", "model_sha256": "ab" * 32,
+                                  "tta": "flip", "tta_margin": 0.5, "detector": "blazeface"}
+    assert ("<dt>Scored by</dt><dd>emotion_cnn_lite.tflite (flip, margin 0.5), detector "
+            "blazeface</dd>") in render_report_html(report, now=NOW)
+    report["call"]["analysis"] = {"model": "m.tflite", "tta": "none", "detector": "haar"}
+    assert "<dd>m.tflite, detector haar</dd>" in render_report_html(report, now=NOW)
+    report["call"]["analysis"] = {"model": "<b>x</b>"}  # escaped like every stored string
+    assert "<dd>&lt;b&gt;x&lt;/b&gt;</dd>" in render_report_html(report, now=NOW)
+
+
 def test_report_page_has_facts_peaks_and_parseable_svg_plots(report_db: Database,
                                                              report_calls: Calls) -> None:
     page = _page(report_db, report_calls.screening, csv_href="/r.csv", json_href="/r.json")

@@ -107,6 +107,23 @@ def test_call_facts(db: Database, scripted_call: str) -> None:
                      "duration_s": 3.0}
 
 
+def test_the_report_says_what_scored_the_call(db: Database) -> None:
+    from confbot.store.events import ANALYSIS, add_event
+
+    call = make_live_call(db, ["ann"])
+    assert report_json(db, call.id)["call"]["analysis"] is None  # a call from before the record
+    first = {"model": "emotion_cnn.tflite", "model_sha256": "ab" * 32, "tta": "flip",
+             "tta_margin": 0.5, "detector": "blazeface"}
+    add_event(db, call.id, ANALYSIS, data=first)
+    add_event(db, call.id, "status", data={"status": "live"})
+    assert report_json(db, call.id)["call"]["analysis"] == first
+    latest = {**first, "model": "emotion_cnn_lite.tflite"}
+    add_event(db, call.id, ANALYSIS, data=latest)
+    assert report_json(db, call.id)["call"]["analysis"] == latest
+    other = make_live_call(db, ["bob"])
+    assert report_json(db, other.id)["call"]["analysis"] is None
+
+
 def test_a_call_without_samples_gives_an_empty_report(db: Database) -> None:
     call = make_live_call(db, ["ann"])
     report = report_json(db, call.id)
