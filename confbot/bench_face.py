@@ -75,6 +75,8 @@ def bench_face(analyzer: FaceAnalyzer, frames: list[np.ndarray],
         "fps": round(1000 / total_ms, 1),
         "detect_fps": round(1000 / detect_ms, 1),
         "classify_ms_per_face": round(classify_ms / max(faces_per_frame, 1e-9), 3),
+        "model": classifier.manifest.file,
+        "detector": analyzer.detector.name,
         "tta": classifier.tta,
         "tta_margin": classifier.tta_margin,
     }

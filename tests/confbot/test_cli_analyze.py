@@ -272,6 +272,9 @@ def test_bench_face_reports_stage_speeds(publictest_path: Path) -> None:
     assert result["faces_per_frame"] > 0.5
     assert result["fps"] > 0 and result["detect_ms_per_frame"] > 0
     assert result["cpu"]["model"]
+    from tests.support.server import auto_model_file
+
+    assert result["model"] == auto_model_file()  # the default settings' "auto"
 
 
 def test_the_tta_setting_is_validated(tmp_path: Path) -> None:
