@@ -64,7 +64,9 @@ for m in models/*.json; do
   [ "$stem" = emotion_cnn ] && continue
   $bin/confbot model evaluate "$test" --json --model "$m" > "$out/${stem}_flip_tta.json"
   $bin/confbot model evaluate "$test" --json --tta none --model "$m" > "$out/${stem}_no_tta.json"
-  names="$names ${stem}_flip_tta ${stem}_no_tta"
+  $bin/confbot model evaluate "$test" --json --detector --model "$m" \
+    > "$out/${stem}_through_detector.json"
+  names="$names ${stem}_flip_tta ${stem}_no_tta ${stem}_through_detector"
 done
 other previous_flip_tta "$previous"
 other float32_flip_tta "$float32"
