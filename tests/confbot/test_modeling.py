@@ -1452,3 +1452,29 @@ def test_paired_comparison_counts_disagreements_and_tests_them_exactly() -> None
     assert (same.only_a, same.only_b, same.p_value) == (0, 0, 1.0)
     with pytest.raises(ValueError, match="differ in shape"):
         compare_predictions(a, b[:5], y)
+
+
+def test_the_timing_classifies_a_shuffled_sample_of_the_faces_not_their_head() -> None:
+    from confbot.modeling.evaluate import time_per_face
+
+    class Recorder:
+        """Stands in for the classifier: records which faces each call got."""
+
+        def __init__(self) -> None:
+            self.calls: list[list[int]] = []
+
+        def classify(self, faces: np.ndarray) -> np.ndarray:
+            self.calls.append([int(f[0, 0]) for f in faces])
+            return np.zeros((len(faces), 7), np.float32)
+
+    faces = np.arange(1000, dtype=np.float32)[:, None, None] * np.ones((1, 4, 4), np.float32)
+    recorder = Recorder()
+    assert time_per_face(recorder, faces, 8, min_seconds=0) > 0  # type: ignore[arg-type]
+    timed = recorder.calls[1:]  # after the warm-up call
+    assert len(timed) == 20 and all(len(c) == 8 for c in timed)
+    seen = [i for c in timed for i in c]
+    assert len(set(seen)) == len(seen) == 160  # successive batches, no face twice
+    assert max(seen) > 500 and sorted(seen) != list(range(160))  # spread over the set
+    again = Recorder()
+    time_per_face(again, faces, 8, min_seconds=0)  # type: ignore[arg-type]
+    assert again.calls[1:] == timed  # the same order every time: comparable runs
