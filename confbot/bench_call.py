@@ -85,14 +85,19 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90
 
 def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: Path,
                warmup_s: float = 30.0, workdir: Path | None = None,
-               detector: str = "auto") -> dict[str, Any]:
-    """Run the benchmark and return its figures (see the module docstring)."""
+               detector: str = "auto", model: str = "auto") -> dict[str, Any]:
+    """Run the benchmark and return its figures (see the module docstring). `model` is the
+    server's `[model] manifest`: "auto" or a manifest's path."""
     if participants < 1 or seconds <= 0 or sample_fps <= 0:
         raise InputError("--participants, --seconds and --sample-fps must be positive")
     if detector not in BENCH_DETECTORS:
         raise InputError(f"--detector must be one of {', '.join(BENCH_DETECTORS)}, got {detector!r}")
     if not faces.is_file():
         raise InputError(f"{faces}: FER2013 faces not found (pass --faces PATH.npz)")
+    if model != "auto":
+        if not Path(model).is_file():
+            raise InputError(f"--model {model}: model manifest not found (\"auto\" or a .json path)")
+        model = str(Path(model).resolve())
     with tempfile.TemporaryDirectory(prefix="confbot-bench-") as tmp:
         work = workdir or Path(tmp)
         video = encode_vp8(work / "face.ivf",
@@ -103,7 +108,8 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
         config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\n[database]\n'
                           f'url = "sqlite:///{work / "bench.db"}"\n[pipeline]\nsample_fps = {sample_fps}\n'
                           '[rtc]\nice_host_addresses = ["127.0.0.1"]\n'
-                          f'[detector]\nkind = "{detector}"\n')
+                          f'[detector]\nkind = "{detector}"\n'
+                          f'[model]\nmanifest = {json.dumps(model)}\n')
         log = (work / "server.log").open("wb")
         server = subprocess.Popen([sys.executable, "-m", "confbot", "serve", "--config", str(config)],
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

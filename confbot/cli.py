@@ -398,6 +398,8 @@ def bench_call_command(
         "../shared/datasets/fer2013/publictest.npz"),
     detector: Annotated[str, typer.Option(
         help="The server's face detector (detector.kind): auto, haar, blazeface or yunet.")] = "auto",
+    model: Annotated[str, typer.Option(
+        help="The server's emotion model (model.manifest): auto or a manifest's path.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A whole call on loopback: samples/s, frame-to-feed latency, CPU per participant, RSS."""
@@ -405,7 +407,7 @@ def bench_call_command(
 
     try:
         result = bench_call(participants=participants, seconds=seconds, sample_fps=sample_fps,
-                            faces=faces, warmup_s=warmup, detector=detector)
+                            faces=faces, warmup_s=warmup, detector=detector, model=model)
     except ConfbotError as exc:
         _fail(exc)
     if as_json:
