@@ -67,12 +67,16 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0) -> dict[str, Any]:
-    """The server's /healthz answer once it is healthy."""
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path,
+                  timeout_s: float = 90.0) -> dict[str, Any]:
+    """The server's /healthz answer once it is healthy; if it exits first, an error with the
+    end of its log (which says why: a bad setting, a model that does not load)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise InputError(f"confbot serve exited with status {proc.returncode}")
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise InputError(f"confbot serve exited with status {proc.returncode}:\n"
+                             + "\n".join(tail))
         try:
             answer = httpx.get(f"{url}/healthz", timeout=2)
             if answer.status_code == 200:
@@ -110,12 +114,13 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
                           '[rtc]\nice_host_addresses = ["127.0.0.1"]\n'
                           f'[detector]\nkind = "{detector}"\n'
                           f'[model]\nmanifest = {json.dumps(model)}\n')
-        log = (work / "server.log").open("wb")
+        log_path = work / "server.log"
+        log = log_path.open("wb")
         server = subprocess.Popen([sys.executable, "-m", "confbot", "serve", "--config", str(config)],
                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         publishers: subprocess.Popen[str] | None = None
         try:
-            health = _wait_healthy(url, server)
+            health = _wait_healthy(url, server, log_path)
             call = httpx.post(f"{url}/api/calls", json={"title": "bench", "sample_fps": sample_fps},
                               timeout=30).json()
             publishers = subprocess.Popen(

@@ -89,3 +89,9 @@ def test_a_model_manifest_that_is_not_there_is_refused_before_the_call(
     with pytest.raises(InputError, match=r"--model .*nope\.json: model manifest not found"):
         bench_call(participants=1, seconds=1, sample_fps=2.0, faces=publictest_path,
                    model=str(tmp_path / "nope.json"))
+    # One the server cannot load: it exits, and the error carries its reason from the log.
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"file": "x.tflite"}')
+    with pytest.raises(InputError, match=r"(?s)exited with status 2:.*manifest is missing or has a bad"):
+        bench_call(participants=1, seconds=1, sample_fps=2.0, faces=publictest_path,
+                   model=str(broken))
