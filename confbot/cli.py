@@ -419,6 +419,9 @@ def bench_call_command(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Which emotion model and face detector a command runs, and why: with "auto" the machine
+    # decides, so analyze, evaluate and bench say it on stderr.
+    logging.getLogger("confbot.vision").setLevel(logging.INFO)
     from confbot import cli_server
 
     cli_server.register(app)

@@ -193,6 +193,7 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
 
     # "auto": the lite model on a CPU without an 8-bit dot product; a named one is kept.
     assert Path(result["model"]).name == Path(auto_model_file()).with_suffix(".json").name
+    assert f"emotion model: {Path(result['model']).name}" in res.stderr  # and why, on stderr
     config = tmp_path / "named.toml"
     config.write_text('[model]\nmanifest = "models/emotion_cnn.json"\n')
     res = run("model", "evaluate", str(small), "--json", "-c", str(config))
