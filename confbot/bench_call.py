@@ -99,9 +99,12 @@ def bench_call(*, participants: int, seconds: float, sample_fps: float, faces: P
     if not faces.is_file():
         raise InputError(f"{faces}: FER2013 faces not found (pass --faces PATH.npz)")
     if model != "auto":
-        if not Path(model).is_file():
+        from confbot.vision import resolve_manifest
+
+        manifest = resolve_manifest(model)  # as the server would: here, then in the repo
+        if not manifest.is_file():
             raise InputError(f"--model {model}: model manifest not found (\"auto\" or a .json path)")
-        model = str(Path(model).resolve())
+        model = str(manifest.resolve())
     with tempfile.TemporaryDirectory(prefix="confbot-bench-") as tmp:
         work = workdir or Path(tmp)
         video = encode_vp8(work / "face.ivf",

@@ -117,8 +117,8 @@ def model_evaluate(
     data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     model: Annotated[Optional[Path], typer.Option(help=(
-        "Model manifest (default: the settings' [model] manifest; \"auto\": the shipped model, "
-        "or the lite one on a CPU without an 8-bit dot product)."))] = None,
+        "Model manifest, or \"auto\": the shipped model, or the lite one on a CPU without an "
+        "8-bit dot product (default: the settings' [model] manifest, \"auto\" unless set)."))] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
     tta: TtaOpt = None,
     tta_margin: TtaMarginOpt = None,
@@ -142,6 +142,8 @@ def model_evaluate(
     path = None
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
+        if model is not None and str(model) == "auto":  # the CPU's choice, whatever the settings
+            model = configured_manifest(dataclasses.replace(settings.model, manifest="auto"))
         manifest = model or configured_manifest(settings.model)
         classifier = configured_classifier(settings.model, manifest, threads=threads)
         faces = load_face_set(data)

@@ -209,6 +209,9 @@ def validate_settings(s: Settings) -> None:
          "detector.kind = 'yunet' needs detector.yunet_model (path to the ONNX file)"),
         (bool(s.model.manifest.strip()),
          "model.manifest must be \"auto\" or the path of a model manifest (.json)"),
+        (s.model.manifest == "auto" or s.model.manifest.strip().lower() != "auto",
+         f"model.manifest = {s.model.manifest!r}: write \"auto\" (lower case, no spaces) to let "
+         "the CPU choose the model, or give a manifest's path"),
         (s.model.threads >= 1, "model.threads must be >= 1"),
         (s.model.tta in TTA_VIEWS, f"model.tta must be one of {sorted(TTA_VIEWS)}"),
         (0 < s.model.tta_margin <= 1,

@@ -138,7 +138,7 @@ class InferenceWorker:
     def analysis(self) -> dict[str, Any]:
         """What scores the faces, as a call's "analysis" event records it."""
         classifier = self._analyzer.classifier
-        return {"model": classifier.manifest.file, "model_sha256": classifier.manifest.sha256,
+        return {"model": self.model_name, "model_sha256": classifier.manifest.sha256,
                 "tta": classifier.tta, "tta_margin": classifier.tta_margin,
                 "detector": self.detector_name}
 

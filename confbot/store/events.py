@@ -92,4 +92,4 @@ def latest_event_data(db: Database, call_id: str, kind: str) -> dict[str, Any] |
              .order_by(CallEvent.id.desc()).limit(1))
     with db.session() as session:
         data = session.scalars(query).first()
-    return None if data is None else dict(data)
+    return data if isinstance(data, dict) else None

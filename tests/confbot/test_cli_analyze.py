@@ -195,10 +195,14 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     assert Path(result["model"]).name == Path(auto_model_file()).with_suffix(".json").name
     assert f"emotion model: {Path(result['model']).name}" in res.stderr  # and why, on stderr
     config = tmp_path / "named.toml"
-    config.write_text('[model]\nmanifest = "models/emotion_cnn.json"\n')
+    config.write_text('[model]\nmanifest = "models/emotion_cnn_lite.json"\n')
     res = run("model", "evaluate", str(small), "--json", "-c", str(config))
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["model"].endswith("models/emotion_cnn.json")
+    assert json.loads(res.stdout)["model"].endswith("models/emotion_cnn_lite.json")
+    # --model auto overrides a named one with the CPU's choice.
+    res = run("model", "evaluate", str(small), "--json", "-c", str(config), "--model", "auto")
+    assert res.returncode == 0, res.stderr
+    assert Path(json.loads(res.stdout)["model"]).name == Path(result["model"]).name
 
     res = run("model", "evaluate", str(small), "--json", "--tta", "ten-crop")
     assert res.returncode == 0, res.stderr

@@ -133,3 +133,7 @@ def test_an_empty_model_manifest_setting_is_refused(tmp_path: Path) -> None:
     config.write_text('[model]\nmanifest = " "\n')
     with pytest.raises(ConfigError, match=r'model\.manifest must be "auto" or the path'):
         load_settings(config, env={})
+    for near in ("Auto", " auto", "AUTO "):  # not taken for a file called "Auto"
+        config.write_text(f'[model]\nmanifest = "{near}"\n')
+        with pytest.raises(ConfigError, match=r'write "auto" \(lower case, no spaces\)'):
+            load_settings(config, env={})
