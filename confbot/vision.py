@@ -165,7 +165,7 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
     model card's figures say."""
     cpu = cpu or cpu_info()
     if (classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False
-            or name.resolve() == LITE_MODEL_MANIFEST.resolve()):
+            or classifier.manifest.sha256 == _lite_model_sha256()):
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
                 "classifier %s costs several times more here than on one that has it; "
@@ -174,6 +174,14 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
                 "`confbot model evaluate`",
                 cpu.describe(), name)
     return True
+
+
+def _lite_model_sha256() -> str | None:
+    """The lite model file's sha256 as its manifest gives it (a copy elsewhere is the same model)."""
+    try:
+        return str(json.loads(LITE_MODEL_MANIFEST.read_text())["sha256"]).lower()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def configured_classifier(cfg: ModelConfig, manifest: Path | None = None, *,

@@ -96,9 +96,15 @@ def test_an_int8_model_on_a_cpu_without_an_8_bit_dot_product_is_warned_about(
     for classifier, cpu in [(int8, CpuInfo("Zen 4", ("avx2", "avx512_vnni"))),
                             (int8, CpuInfo("unknown", None)), (float32, avx2)]:
         assert not vision.warn_if_int8_is_slow_here(classifier, shipped, cpu)  # type: ignore[arg-type]
-    # The lite model is the one made for such CPUs: nothing to warn about.
+    # The lite model is the one made for such CPUs: nothing to warn about, wherever it lies.
     lite = REPO_ROOT / "models" / "emotion_cnn_lite.json"
     assert not vision.warn_if_int8_is_slow_here(vision.load_classifier(lite), lite, avx2)
+    import shutil
+
+    for f in ("emotion_cnn_lite.json", "emotion_cnn_lite.tflite"):
+        shutil.copy(REPO_ROOT / "models" / f, tmp_path / f)
+    copy = tmp_path / "emotion_cnn_lite.json"
+    assert not vision.warn_if_int8_is_slow_here(vision.load_classifier(copy), copy, avx2)
     assert caplog.text == ""
 
 
