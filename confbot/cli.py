@@ -142,9 +142,7 @@ def model_evaluate(
     path = None
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
-        if model is not None and str(model) == "auto":  # the CPU's choice, whatever the settings
-            model = configured_manifest(dataclasses.replace(settings.model, manifest="auto"))
-        manifest = model or configured_manifest(settings.model)
+        manifest = configured_manifest(settings.model.manifest if model is None else str(model))
         classifier = configured_classifier(settings.model, manifest, threads=threads)
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)

@@ -137,12 +137,13 @@ def resolve_manifest(path: str) -> Path:
     return REPO_ROOT / p
 
 
-def configured_manifest(cfg: ModelConfig, cpu: CpuInfo | None = None) -> Path:
-    """The manifest `[model] manifest` names. "auto" takes the shipped model, or the lite one
-    on a CPU known to lack an 8-bit dot product, where the shipped int8 model costs about five
-    times what it does on one that has it (models/MODEL_CARD.md); the choice is logged."""
-    if cfg.manifest != "auto":
-        return resolve_manifest(cfg.manifest)
+def configured_manifest(setting: str, cpu: CpuInfo | None = None) -> Path:
+    """The manifest a `[model] manifest` value (or `--model`) names. "auto" takes the shipped
+    model, or the lite one on a CPU known to lack an 8-bit dot product, where the shipped int8
+    model costs about five times what it does on one that has it (models/MODEL_CARD.md); the
+    choice is logged."""
+    if setting != "auto":
+        return resolve_manifest(setting)
     cpu = cpu or cpu_info()
     if cpu.int8_dot_product is False:
         log.info("emotion model: %s, the lite model, because this CPU (%s) has no 8-bit dot "
@@ -188,16 +189,16 @@ def configured_classifier(cfg: ModelConfig, manifest: Path | None = None, *,
                           threads: int | None = None) -> EmotionClassifier:
     """The classifier the `[model]` settings describe, with their test-time augmentation: the
     settings' model, or `manifest`'s; the settings' threads, or `threads`."""
-    return load_classifier(manifest or configured_manifest(cfg),
+    return load_classifier(manifest or configured_manifest(cfg.manifest),
                            threads=cfg.threads if threads is None else threads,
                            tta=cfg.tta, tta_margin=cfg.tta_margin)
 
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
-    manifest = configured_manifest(settings.model)
+    cpu = cpu_info()
+    manifest = configured_manifest(settings.model.manifest, cpu)
     classifier = configured_classifier(settings.model, manifest)
-    if settings.model.manifest != "auto":
-        warn_if_int8_is_slow_here(classifier, manifest)
+    warn_if_int8_is_slow_here(classifier, manifest, cpu)  # never for what "auto" chose
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,
                         smoothing=settings.pipeline.smoothing,
                         max_side_px=settings.detector.max_side_px,

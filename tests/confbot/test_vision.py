@@ -117,21 +117,22 @@ def test_auto_takes_the_lite_model_only_on_a_cpu_known_to_lack_an_8_bit_dot_prod
     auto = load_settings(None, env={}).model
     assert auto.manifest == "auto"
     with caplog.at_level("INFO", logger="confbot.vision"):
-        chosen = vision.configured_manifest(auto, CpuInfo("AMD EPYC", ("avx2", "fma")))
+        chosen = vision.configured_manifest(auto.manifest, CpuInfo("AMD EPYC", ("avx2", "fma")))
     assert chosen == models / "emotion_cnn_lite.json"
     assert "the lite model, because this CPU (AMD EPYC (avx2 fma)) has no 8-bit dot" in caplog.text
     assert 'manifest = "models/emotion_cnn.json"' in caplog.text
     for cpu in [CpuInfo("Zen 4", ("avx2", "avx512_vnni")), CpuInfo("Core", ("avx2", "avx_vnni")),
                 CpuInfo("Neoverse", ("asimd", "asimddp")), CpuInfo("unknown", None)]:
-        assert vision.configured_manifest(auto, cpu) == models / "emotion_cnn.json", cpu
+        assert vision.configured_manifest(auto.manifest, cpu) == models / "emotion_cnn.json", cpu
     # A path in the settings is taken as it is, whatever the CPU.
     named = ModelConfig(manifest=str(tmp_path / "mine.json"))
-    assert vision.configured_manifest(named, CpuInfo("AMD EPYC", ("avx2",))) == tmp_path / "mine.json"
+    avx2_only = CpuInfo("AMD EPYC", ("avx2",))
+    assert vision.configured_manifest(named.manifest, avx2_only) == tmp_path / "mine.json"
     # Both of auto's choices load, and the classifier built from the settings is one of them.
     for manifest in (models / "emotion_cnn.json", models / "emotion_cnn_lite.json"):
         assert vision.load_classifier(manifest).manifest.quantization == "int8"
     built = vision.configured_classifier(auto).manifest.file
-    assert built == vision.configured_manifest(auto).with_suffix(".tflite").name
+    assert built == vision.configured_manifest(auto.manifest).with_suffix(".tflite").name
 
 
 def test_an_empty_model_manifest_setting_is_refused(tmp_path: Path) -> None:
