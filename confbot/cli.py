@@ -235,6 +235,54 @@ def model_compare(
                            **framing, **result.as_dict()}))
 
 
+@model_app.command("robustness")
+def model_robustness(
+    data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
+    model: Annotated[Optional[list[Path]], typer.Option(help=(
+        "Model manifest, or \"auto\"; repeat it to put models side by side (default: the "
+        "settings' [model] manifest)."))] = None,
+    condition: Annotated[Optional[list[str]], typer.Option(help=(
+        "A degradation, as name or name=level: jpeg (quality), small (pixels a side), blur "
+        "(sigma in pixels), dark (gain), contrast (factor), noise (sd in grey levels), tilt "
+        "(degrees). Repeat it; default: each at its default level."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the random conditions (noise).")] = 0,
+    tta: TtaOpt = None,
+    tta_margin: TtaMarginOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Accuracy on faces degraded as call video degrades them, against the same faces clean."""
+    from confbot.modeling.conditions import default_conditions, parse_condition
+    from confbot.modeling.data import load_face_set
+    from confbot.modeling.evaluate import format_conditions, under_conditions
+    from confbot.vision import configured_classifier, configured_manifest
+
+    reports = []
+    try:
+        settings = _settings(config, tta=tta, tta_margin=tta_margin)
+        conditions = ([parse_condition(c) for c in condition] if condition
+                      else default_conditions())
+        manifests = [configured_manifest(str(m)) for m in model or [settings.model.manifest]]
+        classifiers = [configured_classifier(settings.model, m, threads=1) for m in manifests]
+        faces = load_face_set(data)
+        for manifest, classifier in zip(manifests, classifiers, strict=True):
+            clean, results = under_conditions(classifier, faces, conditions, seed=seed)
+            reports.append((manifest, clean, results))
+    except ConfbotError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps({
+            "data": str(data), "n": len(faces), "tta": settings.model.tta,
+            "tta_margin": settings.model.tta_margin, "seed": seed,
+            "models": [{"model": str(m), "accuracy": round(clean, 4),
+                        "conditions": [r.as_dict() for r in results]}
+                       for m, clean, results in reports]}))
+    else:
+        typer.echo(f"{len(faces)} faces of {data}; test-time augmentation {settings.model.tta!r}")
+        for manifest, clean, results in reports:
+            typer.echo(format_conditions(str(manifest), clean, results))
+
+
 def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, faces: int,
                  what: str) -> None:
     """precise-bn and average: re-estimate the batch norms of the first export (averaged with

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from confbot.modeling.data import FaceSet
 from face_core import EMOTIONS, Box, EmotionClassifier, FaceDetector
+
+if TYPE_CHECKING:
+    from confbot.modeling.conditions import Condition
 
 
 @dataclass(frozen=True)
@@ -289,3 +292,48 @@ def plot_confusion(ev: Evaluation, out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """A model's accuracy on degraded faces, paired face by face with its accuracy on the same
+    faces undegraded."""
+
+    condition: str  # "name=level"
+    what: str
+    accuracy: float
+    clean_accuracy: float
+    lost: int  # faces right when clean and wrong when degraded
+    gained: int
+    p_value: float  # McNemar's exact test on `lost` against `gained`
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"condition": self.condition, "what": self.what,
+                "accuracy": round(self.accuracy, 4),
+                "change_points": round(100 * (self.accuracy - self.clean_accuracy), 2),
+                "lost": self.lost, "gained": self.gained, "p_value": round(self.p_value, 4)}
+
+
+def under_conditions(classifier: EmotionClassifier, data: FaceSet,
+                     conditions: list[Condition], *, seed: int = 0) -> tuple[float, list[ConditionResult]]:
+    """Accuracy on the clean faces, then on the faces under each condition (degraded at the
+    data set's size, then resized to the model's, as a call's crop would be)."""
+    clean = classify_all(classifier, data.x).argmax(1)
+    clean_accuracy = float((clean == data.y).mean())
+    results = []
+    for condition in conditions:
+        degraded = classify_all(classifier, condition.apply(data.x, seed)).argmax(1)
+        paired = compare_predictions(degraded, clean, data.y)
+        results.append(ConditionResult(
+            condition=condition.label, what=condition.describe(), accuracy=paired.accuracy_a,
+            clean_accuracy=clean_accuracy, lost=paired.only_b, gained=paired.only_a,
+            p_value=paired.p_value))
+    return clean_accuracy, results
+
+
+def format_conditions(model: str, clean_accuracy: float, results: list[ConditionResult]) -> str:
+    lines = [f"model: {model}", f"  {'clean':<14}{clean_accuracy:.4f}"]
+    lines += [f"  {r.condition:<14}{r.accuracy:.4f}  {100 * (r.accuracy - r.clean_accuracy):+6.2f} "
+              f"points (lost {r.lost}, gained {r.gained}, p {r.p_value:.3g}): {r.what}"
+              for r in results]
+    return "\n".join(lines)

@@ -343,3 +343,38 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
     res = run("model", "compare", str(small), "--model", shipped, "--model",
               str(tmp_path / "missing.json"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_model_robustness_degrades_the_same_faces_for_each_model(publictest_path: Path,
+                                                                 tmp_path: Path) -> None:
+    data = np.load(publictest_path)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=data["x"][:120], y=data["y"][:120])
+    lite = str(Path(__file__).parents[2] / "models" / "emotion_cnn_lite.json")
+    res = run("model", "robustness", str(small), "--json", "--model", lite, "--model", "auto",
+              "--condition", "noise=128", "--condition", "jpeg=90")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["n"] == 120 and result["tta"] == "flip" and len(result["models"]) == 2
+    first = result["models"][0]
+    assert first["model"] == lite and first["accuracy"] > 0.4
+    noise, jpeg = first["conditions"]
+    assert noise["condition"] == "noise=128" and "Gaussian noise of 128" in noise["what"]
+    # Noise as strong as the faces themselves leaves them near chance; a mild JPEG does not.
+    assert noise["accuracy"] < first["accuracy"] - 0.15 and noise["lost"] > noise["gained"]
+    assert noise["p_value"] < 0.01
+    assert abs(jpeg["change_points"]) < 10
+    assert noise["change_points"] == pytest.approx(100 * (noise["accuracy"] - first["accuracy"]),
+                                                   abs=0.02)
+    # The same seed degrades the same way: "auto" on this CPU may be the same model.
+    res = run("model", "robustness", str(small), "--model", lite, "--condition", "noise=128")
+    assert res.returncode == 0, res.stderr
+    assert f"noise=128     {noise['accuracy']:.4f}  " in res.stdout, res.stdout
+
+    for bad, says in ((["--condition", "fog"], "unknown condition 'fog'"),
+                      (["--condition", "jpeg=500"], "whole number from 1 to 100"),
+                      (["--model", str(tmp_path / "missing.json")], "missing.json")):
+        res = run("model", "robustness", str(small), *bad)
+        assert res.returncode == 2, (bad, res.stderr)
+        assert says in res.stderr and "Traceback" not in res.stderr
+
