@@ -347,6 +347,37 @@ def model_average(
                  f"the average of {len(manifests)} networks")
 
 
+@model_app.command("standardize")
+def model_standardize(
+    manifest: Annotated[Path, typer.Argument(help="A model's manifest, rewritten in place.")],
+    train_data: Annotated[Path, typer.Option(
+        help="Training faces (.npz) whose mean grey level and contrast each face is moved to.")]
+        = TRAINING_FACES,
+    off: Annotated[bool, typer.Option("--off", help="Remove the step instead.")] = False,
+) -> None:
+    """Make a model blind to each face's brightness and contrast: its manifest gains
+    input.standardize, the training faces' statistics, which the classifier moves every face to
+    before the network sees it. The model file itself is unchanged."""
+    from confbot.modeling.data import face_statistics, load_face_set, replace_file
+    from confbot.modeling.export import standardize_field
+
+    try:
+        meta = json.loads(manifest.read_text())
+        inp = meta["input"]
+        if not isinstance(inp, dict):
+            raise TypeError("'input' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _fail(ConfigError(f"{manifest}: not a model manifest ({type(exc).__name__}: {exc})"))
+    inp.pop("standardize", None)
+    if not off:
+        try:
+            inp.update(standardize_field(face_statistics(load_face_set(train_data).x)))
+        except ConfbotError as exc:
+            _fail(exc)
+    replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    typer.echo(json.dumps({"manifest": str(manifest), "standardize": inp.get("standardize")}))
+
+
 @model_app.command("convert-keras")
 def model_convert_keras(
     h5: Annotated[Path, typer.Argument(help="A Keras .h5/.keras emotion model (7 FER classes).")],

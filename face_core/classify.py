@@ -25,6 +25,9 @@ class ModelManifest:
     classes: tuple[str, ...]
     crop_margin: float  # how far the detector's box is grown before cropping
     quantization: str = "float32"  # "int8": full-integer, fast only with an 8-bit dot product
+    # Each face's grey levels moved to this (mean, standard deviation) before `scale` and
+    # `offset`, or None: makes the scores blind to the face's brightness and contrast.
+    standardize: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelManifest:
@@ -36,6 +39,7 @@ class ModelManifest:
                 scale=float(inp["scale"]), offset=float(inp["offset"]),
                 classes=tuple(raw["classes"]), crop_margin=float(raw.get("crop_margin", 0.0)),
                 quantization=str(raw.get("quantization", "float32")),
+                standardize=_standardize_field(inp.get("standardize")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"model manifest is missing or has a bad field: {exc}") from exc
@@ -44,6 +48,31 @@ class ModelManifest:
         if manifest.color != "gray":
             raise ArtifactError(f"model colour {manifest.color!r} is not supported (only 'gray')")
         return manifest
+
+
+def _standardize_field(raw: Any) -> tuple[float, float] | None:
+    if raw is None:
+        return None
+    mean, sd = float(raw["mean"]), float(raw["sd"])
+    if not (0 <= mean <= 255 and 0 < sd <= 255):
+        raise ValueError(f"input.standardize wants a mean in [0, 255] and an sd in (0, 255], "
+                         f"got {raw!r}")
+    return mean, sd
+
+
+# Below this spread (grey levels) a face is taken as flat: it is moved to the mean but not
+# stretched, which would only magnify its noise.
+MIN_FACE_SD = 2.0
+
+
+def standardize_faces(faces: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    """(N, S, S) faces as float32 grey levels, each shifted and scaled to `mean` and `sd` over
+    its own pixels, and kept within [0, 255]."""
+    x = faces.astype(np.float32)
+    own_mean = x.mean(axis=(1, 2), keepdims=True)
+    own_sd = x.std(axis=(1, 2), keepdims=True)
+    gain = np.where(own_sd >= MIN_FACE_SD, sd / np.maximum(own_sd, MIN_FACE_SD), 1.0)
+    return np.clip((x - own_mean) * gain + mean, 0.0, 255.0)
 
 
 # Test-time augmentation: each face is classified in several views, whose scores are averaged.
@@ -129,7 +158,9 @@ class EmotionClassifier:
             raise ValueError(f"expected (N, {s}, {s}) face crops, got {faces.shape}")
         if faces.shape[0] == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        x = (faces.astype(np.float32) * self.manifest.scale + self.manifest.offset)[..., None]
+        pixels = (faces.astype(np.float32) if self.manifest.standardize is None
+                  else standardize_faces(faces, *self.manifest.standardize))
+        x = (pixels * self.manifest.scale + self.manifest.offset)[..., None]
         first = self._run(np.ascontiguousarray(_view(x, self._views[0])))
         self.faces_classified += len(x)
         if len(self._views) == 1:

@@ -102,10 +102,12 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
                   name: str = "emotion_cnn", crop_margin: float = DEFAULT_CROP_MARGIN,
                   check_faces: np.ndarray | None = None, extra: dict | None = None,
                   quantize: str = "float32", calibration_faces: np.ndarray | None = None,
-                  ) -> ExportCheck:
+                  standardize: tuple[float, float] | None = None) -> ExportCheck:
     """Write `<name>.tflite` and `<name>.json` into `out_dir`; returns the parity check.
 
     `quantize="int8"` needs `calibration_faces` (uint8, (N, 48, 48)) to set activation ranges.
+    `standardize` (mean, sd) goes into the manifest's input: the classifier moves each face
+    to these grey-level statistics before the network sees it (`face_statistics`).
     """
     if quantize not in QUANTIZATIONS:
         raise ModelError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -139,7 +141,7 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
         "sha256": hashlib.sha256(tflite).hexdigest(),
         "format": "litert",
         "input": {"size": arch.input_size, "color": "gray", "scale": 1 / 255, "offset": 0.0,
-                  "layout": "NHWC", "dtype": "float32"},
+                  "layout": "NHWC", "dtype": "float32", **standardize_field(standardize)},
         "classes": list(EMOTIONS),
         "crop_margin": crop_margin,
         "quantization": quantize,
@@ -159,14 +161,22 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
     return check
 
 
+def standardize_field(standardize: tuple[float, float] | None) -> dict[str, Any]:
+    """The manifest's `input.standardize` entry for (mean, sd), or nothing for None."""
+    if standardize is None:
+        return {}
+    return {"standardize": {"mean": standardize[0], "sd": standardize[1]}}
+
+
 def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
                quantize: str | None = None) -> ExportCheck:
     """Export the best weights of a `confbot model train` run, recording its provenance.
 
     `quantize` None takes the run's own `export_quantize` setting (float32 when it has none).
-    Int8 calibration uses `CALIBRATION_FACES` training faces drawn with the run's seed.
+    Int8 calibration uses `CALIBRATION_FACES` training faces drawn with the run's seed. The
+    manifest standardizes each face to the training faces' statistics (`face_statistics`).
     """
-    from confbot.modeling.data import load_face_set
+    from confbot.modeling.data import face_statistics, load_face_set
     from confbot.modeling.train import load_train_config
 
     state_path = run_dir / "run.json"
@@ -180,15 +190,16 @@ def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
     quantize = quantize or run_quantize
     cfg = load_train_config(None, {**cfg_raw, "arch": arch})
     val = load_face_set(Path(cfg.val_data))
+    train_x = load_face_set(Path(cfg.train_data)).x
     calibration = None
     if quantize == "int8":
-        calibration = sample_faces(load_face_set(Path(cfg.train_data)).x, CALIBRATION_FACES,
-                                   cfg.seed)
+        calibration = sample_faces(train_x, CALIBRATION_FACES, cfg.seed)
     extra = {"training": {k: state[k] for k in (
         "command", "train_sha256", "val_sha256", "epochs_done", "best_epoch",
         "best_val_accuracy", "wall_seconds", "init_weights_sha256", "teacher") if k in state}}
     return export_litert(weights, cfg.arch, out_dir, name=name, check_faces=val.x[:512],
-                         extra=extra, quantize=quantize, calibration_faces=calibration)
+                         extra=extra, quantize=quantize, calibration_faces=calibration,
+                         standardize=face_statistics(train_x))
 
 
 def convert_keras_file(h5: Path, out_dir: Path, *, name: str, scale: float, offset: float,

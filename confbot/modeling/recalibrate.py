@@ -20,7 +20,7 @@ import numpy as np
 
 from confbot.errors import ModelError
 from confbot.modeling.averaging import fold_into_mean
-from confbot.modeling.data import FaceSet, sample_faces
+from confbot.modeling.data import FaceSet, face_statistics, sample_faces
 
 _CHUNK = 2048
 
@@ -67,8 +67,9 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
 
     The float32 weights beside the manifest are loaded (their sha256 checked), recalibrated
     and exported again with the same quantization (int8 calibrated on training faces drawn
-    with `seed`, as `export_run` does); the manifest keeps its training record and adds
-    `precise_bn`. Returns the export's parity check.
+    with `seed`, as `export_run` does); the manifest keeps its training record, adds
+    `precise_bn`, and standardizes faces to `train_set`'s statistics, as `export_run`'s do.
+    Returns the export's parity check.
 
     `average_with` names exports of the same network whose weights are averaged in, equally,
     before the recalibration (a "model soup", Wortsman et al. 2022: networks fine-tuned from
@@ -109,4 +110,5 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
         backbone.save_weights(recalibrated)
         return export_litert(recalibrated, arch, out_dir, name=name,
                              check_faces=train_set.x[:512], extra=extra, quantize=quantize,
-                             calibration_faces=sample_faces(train_set.x, CALIBRATION_FACES, seed))
+                             calibration_faces=sample_faces(train_set.x, CALIBRATION_FACES, seed),
+                             standardize=face_statistics(train_set.x))

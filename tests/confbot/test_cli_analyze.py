@@ -378,3 +378,44 @@ def test_model_robustness_degrades_the_same_faces_for_each_model(publictest_path
         assert res.returncode == 2, (bad, res.stderr)
         assert says in res.stderr and "Traceback" not in res.stderr
 
+
+def test_model_standardize_writes_the_training_faces_statistics(publictest_path: Path,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from confbot.modeling.data import face_statistics
+    from confbot.vision import load_classifier
+
+    models = Path(__file__).parents[2] / "models"
+    meta = json.loads((models / "emotion_cnn_lite.json").read_text())
+    for name in (meta["file"], "emotion_cnn_lite.json"):
+        shutil.copy(models / name, tmp_path / name)
+    manifest = tmp_path / "emotion_cnn_lite.json"
+    data = np.load(publictest_path)
+    faces = tmp_path / "faces.npz"
+    np.savez(faces, x=data["x"][:300], y=data["y"][:300])
+    res = run("model", "standardize", str(manifest), "--train-data", str(faces))
+    assert res.returncode == 0, res.stderr
+    mean, sd = face_statistics(data["x"][:300])
+    assert json.loads(res.stdout)["standardize"] == {"mean": mean, "sd": sd}
+    written = json.loads(manifest.read_text())
+    assert written["input"]["standardize"] == {"mean": mean, "sd": sd}
+    assert {k: v for k, v in written.items() if k != "input"} == {
+        k: v for k, v in meta.items() if k != "input"}
+    # The classifier now scores a dark copy of a face as it scores the face.
+    clf = load_classifier(manifest, tta="none")
+    x = data["x"][:50]
+    dark = np.rint(x * 0.35).astype(np.uint8)
+    assert (clf.classify(dark).argmax(1) == clf.classify(x).argmax(1)).mean() > 0.9
+    res = run("model", "standardize", str(manifest), "--off")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(manifest.read_text()) == meta
+
+    manifest.write_text("{not json")
+    res = run("model", "standardize", str(manifest))
+    assert res.returncode == 2 and "not a model manifest" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run("model", "standardize", str(models / "emotion_cnn_lite.json"), "--train-data",
+              str(tmp_path / "missing.npz"))
+    assert res.returncode == 2 and "no such file" in res.stderr
+    assert json.loads((models / "emotion_cnn_lite.json").read_text()) == meta  # untouched

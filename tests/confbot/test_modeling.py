@@ -364,6 +364,10 @@ def test_train_records_every_epoch_exports_and_is_reproducible(tmp_path: Path) -
     manifest = run_a / "export" / "emotion_cnn.json"
     recorded = json.loads(manifest.read_text())
     assert recorded["training"]["best_epoch"] == state["best_epoch"]
+    from confbot.modeling.data import face_statistics
+
+    mean, sd = face_statistics(load_face_set(Path(cfg.train_data)).x)
+    assert recorded["input"]["standardize"] == {"mean": mean, "sd": sd}
     classifier = load_classifier(manifest, threads=1, tta="none")
     val = load_face_set(Path(cfg.val_data))
     scores = classifier.classify(val.x[:8])

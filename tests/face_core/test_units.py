@@ -104,3 +104,43 @@ def test_a_frontal_face_in_side_light_reads_as_attentive() -> None:
     assert frontal_symmetry(lit_from_the_left) >= 0.8
     # half the face out of its box, as when a head turns away: much less symmetric
     assert frontal_symmetry(np.roll(face, 16, axis=1)) < 0.3
+
+
+def test_standardize_moves_each_face_to_the_target_brightness_and_contrast() -> None:
+    from face_core.classify import MIN_FACE_SD, standardize_faces
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(40, 220, (4, 48, 48)).astype(np.uint8)
+    out = standardize_faces(faces, 131.0, 77.4)
+    assert out.dtype == np.float32 and out.shape == faces.shape
+    assert 0 <= out.min() and out.max() <= 255
+    # Darker or flatter copies of the same face come out (nearly) the same face.
+    dark = np.rint(faces * 0.35).astype(np.uint8)
+    flat = np.rint(128 + (faces.astype(np.float32) - 128) * 0.4).astype(np.uint8)
+    for worse in (dark, flat):
+        assert np.abs(standardize_faces(worse, 131.0, 77.4) - out).mean() < 2.0
+    # A face that was already like that is left as it was, give or take the clipping.
+    unclipped = (out > 0) & (out < 255)
+    same = standardize_faces(np.rint(out).astype(np.uint8), 131.0, 77.4)
+    assert np.abs(same - out)[unclipped].mean() < 1.0
+    # A flat face (a grey wall, a covered camera) is moved to the mean, not stretched.
+    wall = np.full((1, 48, 48), 30, np.uint8)
+    wall[0, 0, 0] = 31
+    assert faces.std() > MIN_FACE_SD > wall.std()
+    assert np.allclose(standardize_faces(wall, 131.0, 77.4), wall - wall.mean() + 131.0)
+
+
+@pytest.mark.parametrize("bad", [{"mean": 300, "sd": 50}, {"mean": 100, "sd": 0},
+                                 {"mean": 100}, {"mean": "x", "sd": 1}, [1, 2]])
+def test_a_bad_standardize_entry_in_a_manifest_is_refused(bad: object) -> None:
+    from face_core.classify import ModelManifest
+    from face_core.errors import ArtifactError
+
+    raw = {"file": "m.tflite", "sha256": "0" * 64, "classes": list(EMOTIONS),
+           "input": {"size": 48, "color": "gray", "scale": 1 / 255, "offset": 0.0}}
+    assert ModelManifest.from_dict(raw).standardize is None
+    good = ModelManifest.from_dict({**raw, "input": {**raw["input"],
+                                                     "standardize": {"mean": 131, "sd": 77.4}}})
+    assert good.standardize == (131.0, 77.4)
+    with pytest.raises(ArtifactError, match="bad field"):
+        ModelManifest.from_dict({**raw, "input": {**raw["input"], "standardize": bad}})
