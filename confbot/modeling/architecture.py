@@ -91,16 +91,58 @@ def build_inference_model(backbone: keras.Model, cfg: ArchitectureConfig) -> ker
     return keras.Model(inp, backbone(x), name="emotion_cnn")
 
 
+# The sides (pixels) a face given low resolution in training is shrunk to, one drawn per face:
+# a face a tenth to two thirds of a 48-pixel crop's detail, as small tiles and soft video give.
+LOW_RES_SIDES = (16, 20, 24, 32)
+
+
+@keras.saving.register_keras_serializable(package="confbot")
+class RandomLowResolution(layers.Layer):
+    """In training, each face with probability `rate` is shrunk to one of `sides` pixels a side
+    (drawn at random, antialiased) and scaled back up (bilinear); at inference it passes faces
+    through. Keras has no such layer: RandomZoom keeps the detail, RandomGaussianBlur one blur."""
+
+    def __init__(self, rate: float, sides: tuple[int, ...] = LOW_RES_SIDES,
+                 seed: int | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.rate, self.sides, self.seed = float(rate), tuple(int(s) for s in sides), seed
+        self._generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x: keras.KerasTensor, training: bool | None = None) -> keras.KerasTensor:
+        if not training or self.rate <= 0:
+            return x
+        from keras import ops
+
+        n, side = ops.shape(x)[0], x.shape[1]
+        shrink = keras.random.uniform((n,), seed=self._generator) < self.rate
+        pick = ops.floor(keras.random.uniform((n,), seed=self._generator) * len(self.sides))
+        out = x
+        for k, small in enumerate(self.sides):
+            low = ops.image.resize(x, (small, small), interpolation="bilinear", antialias=True)
+            back = ops.image.resize(low, (side, x.shape[2]), interpolation="bilinear")
+            chosen = ops.cast(ops.logical_and(shrink, ops.equal(pick, k)), x.dtype)
+            out = out + chosen[:, None, None, None] * (back - x)
+        return out
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return input_shape
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "rate": self.rate, "sides": list(self.sides),
+                "seed": self.seed}
+
+
 def build_training_model(
     backbone: keras.Model, cfg: ArchitectureConfig, *, seed: int, erase_prob: float,
-    shift_pixels: int = 4, zoom: tuple[float, float] = (0.1, 0.1),
+    shift_pixels: int = 4, zoom: tuple[float, float] = (0.1, 0.1), low_res_prob: float = 0.0,
 ) -> keras.Model:
     """The backbone behind the augmentation layers, which are active only in training.
 
     A backbone that sees a crop of the face is shifted by where the random crop falls. One
     that sees the whole face (`crop_size == input_size`) is shifted by up to `shift_pixels`
     instead, the edge reflected into the gap. `zoom` is how far in and out the face is scaled
-    at random, as shares of its side.
+    at random, as shares of its side. `low_res_prob` is the share of faces given low
+    resolution (`RandomLowResolution`), before the other changes.
 
     The augmentation works in float32 whatever the global policy, and the backbone casts its
     output to its own compute dtype. Built under mixed bfloat16, rotated and zoomed faces came
@@ -110,6 +152,8 @@ def build_training_model(
     inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
     with dtype_policy(False):
         x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(inp)
+        if low_res_prob > 0:
+            x = RandomLowResolution(low_res_prob, seed=seed + 5, name="aug_low_res")(x)
         x = layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1, name="aug_rot")(x)
         x = layers.RandomZoom((-zoom[0], zoom[1]), fill_mode="reflect", seed=seed + 2, name="aug_zoom")(x)
         if cfg.crop_size < cfg.input_size:

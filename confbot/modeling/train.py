@@ -46,7 +46,7 @@ OPTIMIZERS = ("adamw", "sgd")
 # the augmentation layers and their seed, the compiled loss, the optimizer and its state).
 HELD_BY_CHECKPOINT = ("arch", "seed", "optimizer", "momentum", "weight_decay", "ema_momentum",
                       "label_smoothing", "erase_prob", "shift_pixels", "zoom_in", "zoom_out",
-                      "mixed_bfloat16")
+                      "low_res_prob", "mixed_bfloat16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +77,9 @@ class TrainConfig:
     # detector box smaller than the face gives), out by up to zoom_out (a looser one).
     zoom_in: float = 0.1
     zoom_out: float = 0.1
+    # Share of faces shrunk to a few pixels a side and scaled back (`RandomLowResolution`):
+    # the detail small, soft faces in a call lack (`confbot model robustness` measures it).
+    low_res_prob: float = 0.0
     # Class weight = (mean count / class count) ** class_weight_power: 0 ignores imbalance,
     # 1 fully balances it. A small power lifts `disgust` (1.5% of Training) without
     # giving up overall accuracy.
@@ -244,7 +247,7 @@ _VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = tuple(
         ("epochs", _POSITIVE), ("batch_size", _POSITIVE), ("peak_lr", _POSITIVE),
         ("export_quantize", _one_of(("float32", "int8"))),
         ("teacher_tta", _one_of(sorted(TTA_VIEWS))),
-        ("zoom_in", _SHARE), ("zoom_out", _SHARE),
+        ("zoom_in", _SHARE), ("zoom_out", _SHARE), ("low_res_prob", _FRACTION),
         ("optimizer", _one_of(OPTIMIZERS)),
         ("momentum", _below_one("in [0, 1)")),
         ("weight_decay", _NOT_NEGATIVE),
@@ -512,7 +515,8 @@ def compiled_training_model(backbone: Any, cfg: TrainConfig) -> Any:
     from confbot.modeling.architecture import build_training_model
 
     model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob,
-                                 shift_pixels=cfg.shift_pixels, zoom=(cfg.zoom_in, cfg.zoom_out))
+                                 shift_pixels=cfg.shift_pixels, zoom=(cfg.zoom_in, cfg.zoom_out),
+                                 low_res_prob=cfg.low_res_prob)
     model.compile(
         optimizer=_optimizer(keras, cfg),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),

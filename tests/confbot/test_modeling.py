@@ -95,6 +95,7 @@ def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     ("ema_momentum = -0.1\n", r"ema_momentum must be in \[0, 1\)"),
     ("zoom_in = 1.0\n", r"zoom_in must be a share in \[0, 1\)"),
     ("zoom_out = -0.1\n", r"zoom_out must be a share in \[0, 1\)"),
+    ("low_res_prob = 1.5\n", r"low_res_prob must be in \[0, 1\], got 1.5"),
     ('zoom_out = "0.1"\n', "zoom_out must be a number"),
     ('export_at_end = "no"\n', "export_at_end must be true or false"),
     ("fit_schedule_to_budget = 1\n", "fit_schedule_to_budget must be true or false"),
@@ -387,6 +388,33 @@ def test_zoom_settings_reach_the_zoom_layer(tmp_path: Path) -> None:
     model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0,
                                  zoom=(cfg.zoom_in, cfg.zoom_out))
     assert tuple(model.get_layer("aug_zoom").height_factor) == (-0.2, 0.12)
+
+
+def test_low_resolution_shrinks_a_share_of_the_faces_and_resumes(tmp_path: Path) -> None:
+    from confbot.modeling.architecture import LOW_RES_SIDES, RandomLowResolution
+    from confbot.modeling.train import train
+
+    rng = np.random.default_rng(4)
+    faces = rng.random((200, 48, 48, 1)).astype(np.float32)
+    out = np.asarray(RandomLowResolution(0.5, seed=1)(faces, training=True))
+    changed = np.abs(out - faces).reshape(200, -1).max(axis=1) > 1e-3
+    assert 0.35 < changed.mean() < 0.65
+    assert np.array_equal(out[~changed], faces[~changed])
+    # A shrunk face keeps only the detail of its small side: at most that of 32 pixels.
+    lost = [np.abs(np.fft.fft2(f[..., 0]))[20:28, 20:28].mean() for f in out[changed]]
+    kept = [np.abs(np.fft.fft2(f[..., 0]))[20:28, 20:28].mean() for f in faces[changed]]
+    assert max(lost) < 0.5 * min(kept)
+    assert max(LOW_RES_SIDES) < 48
+    assert np.array_equal(np.asarray(RandomLowResolution(1.0, seed=1)(faces, training=False)),
+                          faces)
+
+    cfg = _tiny_config(tmp_path, epochs=1, low_res_prob=0.5)
+    run = tmp_path / "run"
+    train(cfg, run, resume=False, command="first")
+    train(_tiny_config(tmp_path, epochs=2, low_res_prob=0.5), run, resume=True, command="again")
+    assert json.loads((run / "run.json").read_text())["epochs_done"] == 2
+    with pytest.raises(ConfigError, match="--resume: low_res_prob changed"):
+        train(_tiny_config(tmp_path, epochs=3, low_res_prob=0.2), run, resume=True, command="x")
 
 
 def test_a_whole_face_network_is_shifted_by_at_most_shift_pixels(tmp_path: Path) -> None:
