@@ -374,7 +374,10 @@ def model_standardize(
             inp.update(standardize_field(face_statistics(load_face_set(train_data).x)))
         except ConfbotError as exc:
             _fail(exc)
-    replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    try:
+        replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    except OSError as exc:
+        _fail(ConfigError(f"{manifest}: could not rewrite it ({exc})"))
     typer.echo(json.dumps({"manifest": str(manifest), "standardize": inp.get("standardize")}))
 
 

@@ -138,7 +138,9 @@ class InferenceWorker:
     def analysis(self) -> dict[str, Any]:
         """What scores the faces, as a call's "analysis" event records it."""
         classifier = self._analyzer.classifier
+        standardize = classifier.manifest.standardize
         return {"model": self.model_name, "model_sha256": classifier.manifest.sha256,
+                "standardize": None if standardize is None else list(standardize),
                 "tta": classifier.tta, "tta_margin": classifier.tta_margin,
                 "detector": self.detector_name}
 

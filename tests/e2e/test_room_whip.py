@@ -83,6 +83,7 @@ def test_two_publishers_get_their_emotions_on_the_feed_and_in_sql(
         analysis = report["call"]["analysis"]
         assert analysis["model"] == auto_model_file() and len(analysis["model_sha256"]) == 64
         assert (analysis["tta"], analysis["tta_margin"]) == ("flip", 0.5)
+        assert analysis["standardize"] == [131.0, 77.5]  # both shipped models' manifests
         assert analysis["detector"] == httpx.get(f"{server.url}/healthz", timeout=15).json()["detector"]
         feed.wait_for(lambda ms: any(m.get("type") == "call" and m.get("status") == "ended" for m in ms),
                       timeout_s=20)

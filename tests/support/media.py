@@ -21,6 +21,7 @@ The publisher (tests/support/publisher.py) replays such a file in a loop without
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -207,11 +208,14 @@ def choose_fer2013_video(
     """The first PublicTest face labelled `emotion` whose encoded video the analyzer recognises
     (one face, `emotion` on top with at least `min_probability`, in every checked frame).
 
-    The choice is cached in `cache_dir` per model sha256; raises pytest's Failed when none of
+    The choice is cached in `cache_dir` per model sha256 and standardization; raises pytest's Failed when none of
     the first MAX_CANDIDATES faces passes.
     """
-    sha256 = str(analyzer.classifier.manifest.sha256)
-    choice_path = cache_dir / f"fer2013-choice-{emotion}-{sha256[:16]}.json"
+    manifest = analyzer.classifier.manifest
+    sha256 = str(manifest.sha256)
+    # The choice holds for one way of scoring: the model file and how faces are prepared for it.
+    scoring = hashlib.sha256(f"{sha256}:{manifest.standardize}".encode()).hexdigest()
+    choice_path = cache_dir / f"fer2013-choice-{emotion}-{scoring[:16]}.json"
     if choice_path.is_file():
         saved = json.loads(choice_path.read_text())
         path = fer2013_index_video(cache_dir, images, int(saved["index"]))
