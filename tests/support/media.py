@@ -208,8 +208,8 @@ def choose_fer2013_video(
     """The first PublicTest face labelled `emotion` whose encoded video the analyzer recognises
     (one face, `emotion` on top with at least `min_probability`, in every checked frame).
 
-    The choice is cached in `cache_dir` per model sha256 and standardization; raises pytest's Failed when none of
-    the first MAX_CANDIDATES faces passes.
+    The choice is cached in `cache_dir` per model sha256 and standardization; raises pytest's
+    Failed when none of the first MAX_CANDIDATES faces passes.
     """
     manifest = analyzer.classifier.manifest
     sha256 = str(manifest.sha256)
