@@ -18,6 +18,14 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CONFBOT, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def head_of_publictest(publictest_path: Path, tmp_path: Path, n: int) -> Path:
+    """PublicTest's first `n` faces, as a set of their own."""
+    data = np.load(publictest_path)
+    small = tmp_path / "small.npz"
+    np.savez(small, x=data["x"][:n], y=data["y"][:n])
+    return small
+
+
 def records(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -172,9 +180,7 @@ def test_video_cut_before_its_first_frame_is_an_error(face_photo_bgr: np.ndarray
 
 
 def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
-    data = np.load(publictest_path)
-    small = tmp_path / "small.npz"
-    np.savez(small, x=data["x"][:200], y=data["y"][:200])
+    small = head_of_publictest(publictest_path, tmp_path, 200)
     res = run("model", "evaluate", str(small), "--json")
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
@@ -229,9 +235,7 @@ def test_model_evaluate_through_the_detector(publictest_path: Path, tmp_path: Pa
 
         if default_blazeface_model() is None:
             pytest.skip(f"BlazeFace's model file is not installed ({BLAZEFACE_WHEEL})")
-    data = np.load(publictest_path)
-    small = tmp_path / "small.npz"
-    np.savez(small, x=data["x"][:120], y=data["y"][:120])
+    small = head_of_publictest(publictest_path, tmp_path, 120)
     config = tmp_path / "detector.toml"
     config.write_text(f'[detector]\nkind = "{kind}"\n')
     res = run("model", "evaluate", str(small), "--json", "--detector", "-c", str(config))
@@ -308,9 +312,7 @@ def test_the_tta_setting_is_validated(tmp_path: Path) -> None:
 
 def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
                                                           tmp_path: Path) -> None:
-    data = np.load(publictest_path)
-    small = tmp_path / "small.npz"
-    np.savez(small, x=data["x"][:100], y=data["y"][:100])
+    small = head_of_publictest(publictest_path, tmp_path, 100)
     shipped = str(Path(__file__).parents[2] / "models" / "emotion_cnn.json")
     res = run("model", "compare", str(small), "--model", shipped, "--model", shipped)
     assert res.returncode == 0, res.stderr
@@ -347,9 +349,7 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
 
 def test_model_robustness_degrades_the_same_faces_for_each_model(publictest_path: Path,
                                                                  tmp_path: Path) -> None:
-    data = np.load(publictest_path)
-    small = tmp_path / "small.npz"
-    np.savez(small, x=data["x"][:120], y=data["y"][:120])
+    small = head_of_publictest(publictest_path, tmp_path, 120)
     lite = str(Path(__file__).parents[2] / "models" / "emotion_cnn_lite.json")
     res = run("model", "robustness", str(small), "--json", "--model", lite, "--model", "auto",
               "--condition", "noise=128", "--condition", "jpeg=90")
