@@ -200,10 +200,16 @@ def model_compare(
     detector: Annotated[bool, typer.Option(
         "--detector", help="Compare on the faces the configured detector finds, cropped from its "
                            "boxes, as in a call.")] = False,
+    condition: Annotated[Optional[str], typer.Option(
+        help="Compare on the faces degraded by this condition of `model robustness` "
+             "(name or name=level), e.g. small=24.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Whether model A beats model B on the same faces: McNemar's exact test, as one JSON object."""
+    from dataclasses import replace
+
     from confbot.errors import DataError
+    from confbot.modeling.conditions import parse_condition
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
     from confbot.vision import build_detector, configured_classifier
@@ -214,6 +220,10 @@ def model_compare(
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
         faces = load_face_set(data)
+        if condition is not None:
+            degrade = parse_condition(condition)
+            faces = replace(faces, x=degrade.apply(faces.x))
+            framing["condition"] = degrade.label
         classifiers = [configured_classifier(settings.model, m, threads=1) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
@@ -225,7 +235,7 @@ def model_compare(
             views = [located.crops(faces.x, size=c.input_size, margin=c.manifest.crop_margin)
                      for c in classifiers]
             y = faces.y[located.found]
-            framing = {"detector": face_detector.name, "faces": len(faces)}
+            framing |= {"detector": face_detector.name, "faces": len(faces)}
         preds = [classify_all(c, v).argmax(1) for c, v in zip(classifiers, views, strict=True)]
     except ConfbotError as exc:
         _fail(exc)

@@ -378,6 +378,19 @@ def test_model_robustness_degrades_the_same_faces_for_each_model(publictest_path
         assert res.returncode == 2, (bad, res.stderr)
         assert says in res.stderr and "Traceback" not in res.stderr
 
+    # Two models compared on the same degraded faces.
+    shipped = str(Path(__file__).parents[2] / "models" / "emotion_cnn.json")
+    res = run("model", "compare", str(small), "--model", lite, "--model", shipped,
+              "--condition", "noise=128")
+    assert res.returncode == 0, res.stderr
+    paired = json.loads(res.stdout)
+    assert paired["condition"] == "noise=128" and paired["n"] == 120
+    assert paired["accuracy_a"] == noise["accuracy"]
+    res = run("model", "compare", str(small), "--model", lite, "--model", shipped,
+              "--condition", "small=99")
+    assert res.returncode == 2 and "a whole number from 4 to 47" in res.stderr
+    assert "Traceback" not in res.stderr
+
 
 def test_model_standardize_writes_the_training_faces_statistics(publictest_path: Path,
                                                                tmp_path: Path) -> None:
