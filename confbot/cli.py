@@ -194,7 +194,8 @@ def model_scores(
 @model_app.command("compare")
 def model_compare(
     data: Annotated[Path, typer.Argument(help=".npz with arrays x (N,H,W uint8) and y (N,).")],
-    model: Annotated[list[Path], typer.Option(help="Two model manifests: A, then B.")],
+    model: Annotated[list[Path], typer.Option(
+        help="Two model manifests, A then B; \"auto\" is the model the CPU gets by default.")],
     tta: TtaOpt = None,
     tta_margin: TtaMarginOpt = None,
     detector: Annotated[bool, typer.Option(
@@ -212,7 +213,7 @@ def model_compare(
     from confbot.modeling.conditions import parse_condition
     from confbot.modeling.data import load_face_set
     from confbot.modeling.evaluate import classify_all, compare_predictions, find_faces
-    from confbot.vision import build_detector, configured_classifier
+    from confbot.vision import build_detector, configured_classifier, configured_manifest
 
     if len(model) != 2:
         _fail(ValueError(f"--model must be given exactly twice (A and B), got {len(model)}"))
@@ -224,7 +225,8 @@ def model_compare(
             degrade = parse_condition(condition)
             faces = replace(faces, x=degrade.apply(faces.x))
             framing["condition"] = degrade.label
-        classifiers = [configured_classifier(settings.model, m, threads=1) for m in model]
+        classifiers = [configured_classifier(settings.model, configured_manifest(str(m)),
+                                             threads=1) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
             face_detector = build_detector(settings)
