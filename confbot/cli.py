@@ -370,27 +370,15 @@ def model_standardize(
     """Make a model blind to each face's brightness and contrast: its manifest gains
     input.standardize, the training faces' statistics, which the classifier moves every face to
     before the network sees it. The model file itself is unchanged."""
-    from confbot.modeling.data import face_statistics, load_face_set, replace_file
-    from confbot.modeling.export import standardize_field
+    from confbot.modeling.data import face_statistics, load_face_set
+    from confbot.modeling.export import set_standardize
 
     try:
-        meta = json.loads(manifest.read_text())
-        inp = meta["input"]
-        if not isinstance(inp, dict):
-            raise TypeError("'input' is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        _fail(ConfigError(f"{manifest}: not a model manifest ({type(exc).__name__}: {exc})"))
-    inp.pop("standardize", None)
-    if not off:
-        try:
-            inp.update(standardize_field(face_statistics(load_face_set(train_data).x)))
-        except ConfbotError as exc:
-            _fail(exc)
-    try:
-        replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
-    except OSError as exc:
-        _fail(ConfigError(f"{manifest}: could not rewrite it ({exc})"))
-    typer.echo(json.dumps({"manifest": str(manifest), "standardize": inp.get("standardize")}))
+        stats = None if off else face_statistics(load_face_set(train_data).x)
+        written = set_standardize(manifest, stats)
+    except ConfbotError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"manifest": str(manifest), "standardize": written}))
 
 
 @model_app.command("convert-keras")

@@ -52,6 +52,9 @@ def _jpeg(faces: np.ndarray, quality: float, _rng: np.random.Generator) -> np.nd
 
 def _small(faces: np.ndarray, face_px: float, _rng: np.random.Generator) -> np.ndarray:
     side, small = faces.shape[1], int(face_px)
+    if small >= side:
+        raise ConfigError(f"condition small={face_px:g}: the faces are {side} pixels a side; "
+                          "shrink them to fewer")
 
     def one(face: np.ndarray) -> np.ndarray:
         down = cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
@@ -138,9 +141,6 @@ class Condition:
         """`faces` (N, H, W) uint8, degraded; the same faces and seed give the same result."""
         if faces.ndim != 3 or faces.dtype != np.uint8:
             raise ValueError(f"faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
-        if self.kind.name == "small" and self.level >= faces.shape[1]:
-            raise ConfigError(f"condition {self.label}: the faces are {faces.shape[1]} pixels "
-                              "a side; shrink them to fewer")
         return self.kind.degrade(faces, self.level, np.random.default_rng(seed))
 
 

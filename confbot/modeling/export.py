@@ -168,6 +168,28 @@ def standardize_field(standardize: tuple[float, float] | None) -> dict[str, Any]
     return {"standardize": {"mean": standardize[0], "sd": standardize[1]}}
 
 
+def set_standardize(manifest: Path, standardize: tuple[float, float] | None) -> dict[str, Any] | None:
+    """Rewrite `manifest`'s `input.standardize` to (mean, sd), or remove it for None; returns
+    the entry written. The model file is not touched. ModelError if the manifest cannot be
+    read as one or rewritten."""
+    from confbot.modeling.data import replace_file
+
+    try:
+        meta = json.loads(manifest.read_text())
+        inp = meta["input"]
+        if not isinstance(inp, dict):
+            raise TypeError("'input' is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{manifest}: not a model manifest ({type(exc).__name__}: {exc})") from exc
+    inp.pop("standardize", None)
+    inp.update(standardize_field(standardize))
+    try:
+        replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    except OSError as exc:
+        raise ModelError(f"{manifest}: could not rewrite it ({exc})") from exc
+    return inp.get("standardize")
+
+
 def export_run(run_dir: Path, out_dir: Path, *, name: str = "emotion_cnn",
                quantize: str | None = None) -> ExportCheck:
     """Export the best weights of a `confbot model train` run, recording its provenance.
