@@ -29,8 +29,10 @@ from confbot.modeling.architecture import (
     build_inference_model,
     dtype_policy,
 )
-from confbot.modeling.data import file_sha256, sample_faces
+from confbot.modeling.data import file_sha256, replace_file, sample_faces
+from face_core.classify import ModelManifest
 from face_core.emotions import EMOTIONS
+from face_core.errors import ArtifactError
 
 # Haar boxes are tighter than FER2013's framing; growing them by this share of their size
 # on each side reproduces the training crops (measured by `confbot model calibrate-crop`).
@@ -170,19 +172,17 @@ def standardize_field(standardize: tuple[float, float] | None) -> dict[str, Any]
 
 def set_standardize(manifest: Path, standardize: tuple[float, float] | None) -> dict[str, Any] | None:
     """Rewrite `manifest`'s `input.standardize` to (mean, sd), or remove it for None; returns
-    the entry written. The model file is not touched. ModelError if the manifest cannot be
-    read as one or rewritten."""
-    from confbot.modeling.data import replace_file
-
+    the entry written. The model file is not touched. ModelError if the manifest is not one
+    the classifier would load (before or after) or cannot be rewritten."""
     try:
         meta = json.loads(manifest.read_text())
+        ModelManifest.from_dict(meta)
         inp = meta["input"]
-        if not isinstance(inp, dict):
-            raise TypeError("'input' is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        inp.pop("standardize", None)
+        inp.update(standardize_field(standardize))
+        ModelManifest.from_dict(meta)
+    except (OSError, ValueError, ArtifactError) as exc:
         raise ModelError(f"{manifest}: not a model manifest ({type(exc).__name__}: {exc})") from exc
-    inp.pop("standardize", None)
-    inp.update(standardize_field(standardize))
     try:
         replace_file(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     except OSError as exc:

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.support.server import auto_model_file
+
 CONFBOT = [sys.executable, "-m", "confbot"]
 
 
@@ -320,13 +322,12 @@ def test_model_compare_pairs_two_models_on_the_same_faces(publictest_path: Path,
     assert result["n"] == 100 and result["tta"] == "flip"
     assert result["accuracy_a"] == result["accuracy_b"] > 0.3
     assert result["only_a"] == result["only_b"] == 0 and result["p_value"] == 1.0
-    from tests.support.server import auto_model_file
-
     # "auto" is the model this CPU gets by default, not a file of that name.
     auto = str(Path(shipped).with_name(Path(auto_model_file()).with_suffix(".json").name))
     res = run("model", "compare", str(small), "--model", "auto", "--model", auto)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["only_a"] == json.loads(res.stdout)["only_b"] == 0
+    result = json.loads(res.stdout)
+    assert result["only_a"] == result["only_b"] == 0
 
     lite = str(Path(__file__).parents[2] / "models" / "emotion_cnn_lite.json")
     res = run("model", "compare", str(small), "--model", shipped, "--model", lite, "--detector")
