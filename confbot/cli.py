@@ -34,6 +34,9 @@ BnDataOpt = Annotated[Path, typer.Option(
     help="Training faces (.npz) to re-estimate the batch-norm statistics on.")]
 BnFacesOpt = Annotated[int, typer.Option(
     help="Re-estimate on this many training faces, drawn at random (0: all of them).")]
+BnLowResOpt = Annotated[float, typer.Option(
+    help="Share of those faces shrunk to 16-32 px and scaled back first, as training's "
+         "low_res_prob does: give a model trained on small faces that setting's value.")]
 TRAINING_FACES = Path("../shared/datasets/fer2013/training.npz")
 
 
@@ -296,7 +299,7 @@ def model_robustness(
 
 
 def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, faces: int,
-                 what: str) -> None:
+                 low_res_prob: float, what: str) -> None:
     """precise-bn and average: re-estimate the batch norms of the first export (averaged with
     the others, if any) on training faces and export the result."""
     from confbot.modeling.data import load_face_set
@@ -304,7 +307,8 @@ def _recalibrate(manifests: list[Path], out: Path, train_data: Path, name: str, 
 
     try:
         check = recalibrate_export(manifests[0], load_face_set(train_data), out, name=name,
-                                   faces=faces, average_with=manifests[1:])
+                                   faces=faces, average_with=manifests[1:],
+                                   low_res_prob=low_res_prob)
     except ConfbotError as exc:
         _fail(exc)
     typer.echo(f"exported {out / name}.tflite, {what}: {check}")
@@ -336,9 +340,12 @@ def model_precise_bn(
     train_data: BnDataOpt = TRAINING_FACES,
     name: NameOpt = "emotion_cnn",
     faces: BnFacesOpt = 0,
+    low_res_prob: BnLowResOpt = 0.0,
 ) -> None:
-    """Re-export a model with its batch-norm statistics re-estimated on plain training faces."""
-    _recalibrate([manifest], out, train_data, name, faces, "with precise batch norm")
+    """Re-export a model with its batch-norm statistics re-estimated on training faces, as the
+    product will show them to it."""
+    _recalibrate([manifest], out, train_data, name, faces, low_res_prob,
+                 "with precise batch norm")
 
 
 @model_app.command("average")
@@ -350,12 +357,13 @@ def model_average(
     train_data: BnDataOpt = TRAINING_FACES,
     name: NameOpt = "emotion_cnn",
     faces: BnFacesOpt = 0,
+    low_res_prob: BnLowResOpt = 0.0,
 ) -> None:
     """Average several exports' weights equally into one network of the same cost, with its
     batch norms re-estimated as precise-bn does; exported like the first one."""
     if len(manifests) < 2:
         _fail(ConfigError("average needs at least two exports"))
-    _recalibrate(manifests, out, train_data, name, faces,
+    _recalibrate(manifests, out, train_data, name, faces, low_res_prob,
                  f"the average of {len(manifests)} networks")
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from confbot.errors import ConfigError, DataError, ModelError
 from confbot.modeling.architecture import ArchitectureConfig
-from confbot.modeling.data import load_face_set
+from confbot.modeling.data import face_statistics, load_face_set
 from confbot.modeling.train import (
     HISTORY_FIELDS,
     LR_EVERY_JAX,
@@ -34,6 +34,7 @@ from confbot.modeling.train import (
     load_train_config,
     lr_at,
 )
+from face_core.classify import standardize_faces
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -1158,8 +1159,12 @@ def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path
     before.load_weights(tmp_path / "run" / "export" / "emotion_cnn.weights.h5")
     after.load_weights(out / "emotion_cnn.weights.h5")
     # The first batch norm reads the first convolution, whose weights did not change: its new
-    # statistics are those of that convolution's output over the centre crops and mirrors.
-    crop = (faces.x[:, 4:44, 4:44].astype(np.float32) / 255)[..., None]
+    # statistics are those of that convolution's output over the centre crops and mirrors of
+    # the faces as the classifier sees them, moved to the training faces' level and contrast.
+    assert recorded["input"]["standardize"] == dict(zip(("mean", "sd"), face_statistics(faces.x),
+                                                        strict=True))
+    seen = standardize_faces(faces.x, *face_statistics(faces.x))
+    crop = (seen[:, 4:44, 4:44] / 255)[..., None]
     views = np.concatenate([crop, crop[:, :, ::-1]])
     conv = keras.Model(after.input, after.get_layer("s0_conv0").output)
     f = np.asarray(conv(views), np.float64).reshape(-1, cfg.arch.widths[0])
@@ -1204,6 +1209,50 @@ def test_precise_bn_sets_each_batch_norm_to_its_inputs_statistics(tmp_path: Path
     assert np.allclose(after.get_layer("s0_bn0").get_weights()[2], f.mean(axis=0), atol=1e-4)
     with pytest.raises(ModelError, match="faces must be 0"):
         recalibrate_export(manifest, faces, tmp_path / "no", faces=-1)
+    # With small faces in the mix, as training's low_res_prob: recorded, and statistics moved.
+    mixed = tmp_path / "mixed"
+    recalibrate_export(manifest, faces, mixed, low_res_prob=1.0)
+    assert json.loads((mixed / "emotion_cnn.json").read_text())["precise_bn"]["low_res_prob"] == 1.0
+    after.load_weights(mixed / "emotion_cnn.weights.h5")
+    assert not np.allclose(after.get_layer("s0_bn0").get_weights()[3], var, rtol=1e-3)
+    res = subprocess.run([sys.executable, "-m", "confbot", "model", "precise-bn", str(manifest),
+                          "--out", str(tmp_path / "no"), "--train-data", cfg.train_data,
+                          "--low-res-prob", "1.5"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "low_res_prob must be from 0 to 1" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "no").exists()
+
+
+def test_bn_views_shrink_the_share_of_faces_training_shrinks() -> None:
+    from confbot.modeling.architecture import LOW_RES_SIDES
+    from confbot.modeling.conditions import parse_condition
+    from confbot.modeling.recalibrate import bn_views
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (400, 48, 48), dtype=np.uint8)
+    plain = bn_views(faces, 40)
+    assert plain.shape == (800, 40, 40, 1)
+    assert np.allclose(plain[:400, :, :, 0], faces[:, 4:44, 4:44] / 255.0)
+    assert np.array_equal(plain[400:], plain[:400, :, ::-1])
+    mixed = bn_views(faces, 40, low_res_prob=0.3, seed=5)
+    assert np.array_equal(mixed, bn_views(faces, 40, low_res_prob=0.3, seed=5))
+    changed = ~np.all(np.isclose(mixed[:400], plain[:400]), axis=(1, 2, 3))
+    assert 0.2 < changed.mean() < 0.4  # noise faces: shrinking changes every one it touches
+    sides = set()
+    for i in np.flatnonzero(changed):
+        for side in LOW_RES_SIDES:
+            small = parse_condition(f"small={side}").apply(faces[i:i + 1])
+            if np.allclose(mixed[i, :, :, 0], small[0, 4:44, 4:44] / 255.0):
+                sides.add(side)
+                break
+        else:
+            raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
+    assert sides == set(LOW_RES_SIDES)
+    level = bn_views(faces, 40, standardize=(100.0, 30.0))
+    whole = standardize_faces(faces, 100.0, 30.0)
+    assert np.allclose(level[:400, :, :, 0], whole[:, 4:44, 4:44] / 255.0)
+    for bad in (-0.1, 1.01):
+        with pytest.raises(ModelError, match="low_res_prob must be from 0 to 1"):
+            bn_views(faces, 40, low_res_prob=bad)
 
 
 def test_model_average_averages_exports_of_one_network_and_refuses_others(tmp_path: Path) -> None:
