@@ -100,6 +100,16 @@ def load_export(manifest: Path) -> LoadedExport:
     return LoadedExport(meta=meta, arch=arch, backbone=backbone, weights_sha256=digest)
 
 
+def network_input(faces: np.ndarray, standardize: tuple[float, float] | None) -> np.ndarray:
+    """uint8 (N, S, S) faces -> float (N, S, S, 1) as the classifier hands them to the network:
+    moved to `standardize` (mean, sd) first, if given, and scaled to [0, 1]."""
+    from face_core.classify import standardize_faces
+
+    x = (standardize_faces(faces, *standardize) if standardize is not None
+         else faces.astype(np.float32))
+    return (x / 255.0)[..., None]
+
+
 def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
                   name: str = "emotion_cnn", crop_margin: float = DEFAULT_CROP_MARGIN,
                   check_faces: np.ndarray | None = None, extra: dict | None = None,
@@ -109,7 +119,8 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
 
     `quantize="int8"` needs `calibration_faces` (uint8, (N, 48, 48)) to set activation ranges.
     `standardize` (mean, sd) goes into the manifest's input: the classifier moves each face
-    to these grey-level statistics before the network sees it (`face_statistics`).
+    to these grey-level statistics before the network sees it (`face_statistics`), so the
+    int8 ranges are calibrated, and the parity checked, on faces moved the same way.
     """
     if quantize not in QUANTIZATIONS:
         raise ModelError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -127,7 +138,7 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantize == "int8":
         assert calibration_faces is not None
-        calibration = (calibration_faces.astype(np.float32) / 255.0)[..., None]
+        calibration = network_input(calibration_faces, standardize)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([calibration[i:i + 1]]
                                                     for i in range(len(calibration)))
@@ -156,7 +167,7 @@ def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,
 
     if check_faces is None:
         check_faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
-    check = _parity(model, tflite, (check_faces.astype(np.float32) / 255.0)[..., None])
+    check = _parity(model, tflite, network_input(check_faces, standardize))
     min_agreement, max_diff = _PARITY[quantize]
     if check.top1_agreement < min_agreement or check.max_abs_diff > max_diff:
         raise ModelError(f"exported {quantize} model disagrees with the trained one: {check}")

@@ -40,7 +40,7 @@ def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: i
     """
     from confbot.modeling.architecture import LOW_RES_SIDES
     from confbot.modeling.conditions import KINDS, Condition
-    from face_core.classify import standardize_faces
+    from confbot.modeling.export import network_input
 
     if not 0.0 <= low_res_prob <= 1.0:
         raise ModelError(f"low_res_prob must be from 0 to 1, got {low_res_prob}")
@@ -53,10 +53,8 @@ def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: i
             pick = shrink & (side == small)
             if pick.any():
                 faces[pick] = Condition(KINDS["small"], float(small)).apply(faces[pick])
-    x = (standardize_faces(faces, *standardize) if standardize is not None
-         else faces.astype(np.float32))
     off = (faces.shape[1] - crop) // 2
-    x = (x[:, off:off + crop, off:off + crop] / 255.0)[..., None]
+    x = network_input(faces, standardize)[:, off:off + crop, off:off + crop]
     return np.concatenate([x, x[:, :, ::-1]])
 
 

@@ -1559,3 +1559,15 @@ def test_the_timing_classifies_a_shuffled_sample_of_the_faces_not_their_head() -
     again = Recorder()
     time_per_face(again, faces, 8, min_seconds=0)  # type: ignore[arg-type]
     assert again.calls[1:] == timed  # the same order every time: comparable runs
+
+
+def test_network_input_is_what_the_classifier_hands_the_network() -> None:
+    from confbot.modeling.export import network_input
+
+    faces = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    faces[0] //= 4  # a dark face, which standardizing moves
+    assert np.allclose(network_input(faces, None), faces[..., None] / 255.0)
+    moved = network_input(faces, (131.0, 77.5))
+    assert moved.shape == (6, 48, 48, 1)
+    assert np.allclose(moved[..., 0], standardize_faces(faces, 131.0, 77.5) / 255.0)
+    assert not np.allclose(moved[0], faces[0, ..., None] / 255.0, atol=0.05)
