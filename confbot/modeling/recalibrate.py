@@ -26,6 +26,11 @@ from confbot.modeling.data import FaceSet, face_statistics, sample_faces
 _CHUNK = 2048
 
 
+def _check_share(low_res_prob: float) -> None:
+    if not 0.0 <= low_res_prob <= 1.0:
+        raise ModelError(f"low_res_prob must be from 0 to 1, got {low_res_prob}")
+
+
 def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: int = 1337,
              standardize: tuple[float, float] | None = None) -> np.ndarray:
     """uint8 (N, S, S) faces -> float (2N, crop, crop, 1): centre crops and their mirrors, the
@@ -42,8 +47,7 @@ def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: i
     from confbot.modeling.conditions import KINDS, Condition
     from confbot.modeling.export import network_input
 
-    if not 0.0 <= low_res_prob <= 1.0:
-        raise ModelError(f"low_res_prob must be from 0 to 1, got {low_res_prob}")
+    _check_share(low_res_prob)
     if low_res_prob > 0:
         rng = np.random.default_rng(seed)
         shrink = rng.random(len(faces)) < low_res_prob
@@ -58,13 +62,15 @@ def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: i
     return np.concatenate([x, x[:, :, ::-1]])
 
 
-def recalibrate_bn(backbone: Any, faces: np.ndarray, crop_size: int, **views: Any) -> int:
+def recalibrate_bn(backbone: Any, faces: np.ndarray, crop_size: int, *,
+                   low_res_prob: float = 0.0, seed: int = 1337,
+                   standardize: tuple[float, float] | None = None) -> int:
     """Set each batch norm's moving mean and variance of `backbone` to the exact statistics of
-    its input over `faces` (the views `bn_views` makes of them, with `views` its options), in
-    layer order; returns the views used."""
+    its input over `faces` (the views `bn_views` makes of them with these options), in layer
+    order; returns the views used."""
     import keras
 
-    x = bn_views(faces, crop_size, **views)
+    x = bn_views(faces, crop_size, low_res_prob=low_res_prob, seed=seed, standardize=standardize)
     for layer in backbone.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
@@ -114,8 +120,7 @@ def recalibrate_export(manifest: Path, train_set: FaceSet, out_dir: Path, *,
                          f"faces are {train_set.x.shape[1]}px")
     if faces < 0:
         raise ModelError(f"faces must be 0 (all) or a positive number, got {faces}")
-    if not 0.0 <= low_res_prob <= 1.0:
-        raise ModelError(f"low_res_prob must be from 0 to 1, got {low_res_prob}")
+    _check_share(low_res_prob)
     averaged, mean = [loaded.weights_sha256], backbone.get_weights()
     for other_manifest in average_with:
         other = load_export(other_manifest)
