@@ -30,7 +30,7 @@ from confbot.modeling.architecture import (
     dtype_policy,
 )
 from confbot.modeling.data import file_sha256, replace_file, sample_faces
-from face_core.classify import ModelManifest
+from face_core.classify import ModelManifest, standardize_faces
 from face_core.emotions import EMOTIONS
 from face_core.errors import ArtifactError
 
@@ -103,8 +103,6 @@ def load_export(manifest: Path) -> LoadedExport:
 def network_input(faces: np.ndarray, standardize: tuple[float, float] | None) -> np.ndarray:
     """uint8 (N, S, S) faces -> float (N, S, S, 1) as the classifier hands them to the network:
     moved to `standardize` (mean, sd) first, if given, and scaled to [0, 1]."""
-    from face_core.classify import standardize_faces
-
     x = (standardize_faces(faces, *standardize) if standardize is not None
          else faces.astype(np.float32))
     return (x / 255.0)[..., None]

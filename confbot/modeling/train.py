@@ -33,6 +33,7 @@ from confbot.hardware import CpuInfo, cpu_info
 from confbot.modeling.architecture import ArchitectureConfig, dtype_policy, kept_dtype_policy, policy_name
 from confbot.modeling.averaging import WeightAverage, averaged_weights, prune_averages
 from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
+from confbot.modeling.export import network_input
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS
@@ -503,10 +504,6 @@ def ensemble_scores(teachers: list[Path], tta: str,
     return np.mean([r[0] for r in results], axis=0), [r[1] for r in results]
 
 
-def _as_input(x: np.ndarray) -> np.ndarray:
-    return (x.astype(np.float32) / 255.0)[..., None]
-
-
 def compiled_training_model(backbone: Any, cfg: TrainConfig) -> Any:
     """The network `backbone` behind the run's augmentation layers, compiled with its loss and
     optimizer: what `train` fits, and what `training_speed` times."""
@@ -539,7 +536,7 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     train_set = load_face_set(Path(cfg.train_data))
     n = cfg.batch_size * (steps + 1)
     pick = np.random.default_rng(cfg.seed).integers(0, len(train_set), n)
-    x = _as_input(train_set.x[pick])
+    x = network_input(train_set.x[pick], None)
     y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(bf16):
@@ -633,7 +630,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         eval_backbone = build_backbone(cfg.arch)
         eval_model = build_inference_model(eval_backbone, cfg.arch)
 
-    x_train = _as_input(train_set.x)
+    x_train = network_input(train_set.x, None)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
     teachers = teacher_paths(cfg)
     if teachers:
@@ -649,7 +646,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
               f"labels; targets mixed in with weight {cfg.distill_weight}", flush=True)
         y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
                                   cfg.distill_temperature)
-    x_val = _as_input(val_set.x)
+    x_val = network_input(val_set.x, None)
     average = None
     if cfg.swa_start:
         average = WeightAverage(eval_backbone, run_dir, state,
