@@ -1571,3 +1571,31 @@ def test_network_input_is_what_the_classifier_hands_the_network() -> None:
     assert moved.shape == (6, 48, 48, 1)
     assert np.allclose(moved[..., 0], standardize_faces(faces, 131.0, 77.5) / 255.0)
     assert not np.allclose(moved[0], faces[0, ..., None] / 255.0, atol=0.05)
+
+
+@pytest.mark.parametrize("standardize", [None, (131.0, 77.5)])
+def test_network_input_matches_the_classifiers_own_preprocessing(
+        standardize: tuple[float, float] | None) -> None:
+    # export.network_input mirrors EmotionClassifier.classify for the exports' scale of 1/255:
+    # what the classifier really sets as the network's input is caught here, so a change to
+    # either one that the other does not follow fails.
+    from confbot.modeling.export import network_input
+    from confbot.vision import load_classifier
+    from face_core.classify import EmotionClassifier
+
+    shipped = load_classifier(REPO / "models" / "emotion_cnn_lite.json")
+    manifest = dataclasses.replace(shipped.manifest, scale=1 / 255, offset=0.0,
+                                   standardize=standardize)
+    content = (REPO / "models" / shipped.manifest.file).read_bytes()
+    seen: list[np.ndarray] = []
+
+    class Recording(EmotionClassifier):
+        def _run(self, x: np.ndarray) -> np.ndarray:
+            seen.append(x.copy())
+            return np.full((len(x), 7), 1 / 7, np.float32)
+
+    faces = np.random.default_rng(5).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    faces[0] //= 4
+    Recording(content, manifest).classify(faces)
+    assert len(seen) == 1 and seen[0].shape == (5, 48, 48, 1)
+    assert np.allclose(seen[0], network_input(faces, standardize), rtol=0, atol=1e-6)
