@@ -118,10 +118,13 @@ class RandomLowResolution(layers.Layer):
         pick = ops.floor(keras.random.uniform((n,), seed=self._generator) * len(self.sides))
         out = x
         for k, small in enumerate(self.sides):
-            low = ops.image.resize(x, (small, small), interpolation="bilinear", antialias=True)
+            # Only the faces drawn for this side are resized (a share of the batch, not all of
+            # it four times); each face's change is added back where it came from.
+            idx = ops.where(ops.logical_and(shrink, ops.equal(pick, k)))[0]
+            faces = ops.take(x, idx, axis=0)
+            low = ops.image.resize(faces, (small, small), interpolation="bilinear", antialias=True)
             back = ops.image.resize(low, (side, x.shape[2]), interpolation="bilinear")
-            chosen = ops.cast(ops.logical_and(shrink, ops.equal(pick, k)), x.dtype)
-            out = out + chosen[:, None, None, None] * (back - x)
+            out = out + ops.scatter(idx[:, None], back - faces, ops.shape(x))
         return out
 
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -405,6 +405,21 @@ def test_low_resolution_shrinks_a_share_of_the_faces_and_resumes(tmp_path: Path)
     lost = [np.abs(np.fft.fft2(f[..., 0]))[20:28, 20:28].mean() for f in out[changed]]
     kept = [np.abs(np.fft.fft2(f[..., 0]))[20:28, 20:28].mean() for f in faces[changed]]
     assert max(lost) < 0.5 * min(kept)
+    # Each changed face is its own image shrunk to one of the sides, not another face's.
+    from keras import ops
+
+    sides = set()
+    for i in np.flatnonzero(changed):
+        for side in LOW_RES_SIDES:
+            low = ops.image.resize(faces[i:i + 1], (side, side), interpolation="bilinear",
+                                   antialias=True)
+            back = np.asarray(ops.image.resize(low, (48, 48), interpolation="bilinear"))
+            if np.allclose(out[i], back[0], atol=1e-5):
+                sides.add(side)
+                break
+        else:
+            raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
+    assert sides == set(LOW_RES_SIDES)
     assert max(LOW_RES_SIDES) < 48
     assert np.array_equal(np.asarray(RandomLowResolution(1.0, seed=1)(faces, training=False)),
                           faces)
