@@ -107,6 +107,9 @@ class RandomLowResolution(layers.Layer):
         super().__init__(**kwargs)
         self.rate, self.sides, self.seed = float(rate), tuple(int(s) for s in sides), seed
         self._generator = keras.random.SeedGenerator(seed)
+        # Its antialiased resize (TF's ScaleAndTranslate) has no XLA kernel: Keras must not
+        # jit-compile a model holding it, as it would on a GPU (RandomZoom says the same).
+        self.supports_jit = False
 
     def call(self, x: keras.KerasTensor, training: bool | None = None) -> keras.KerasTensor:
         if not training or self.rate <= 0:

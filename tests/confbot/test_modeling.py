@@ -421,6 +421,7 @@ def test_low_resolution_shrinks_a_share_of_the_faces_and_resumes(tmp_path: Path)
             raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
     assert sides == set(LOW_RES_SIDES)
     assert max(LOW_RES_SIDES) < 48
+    assert not RandomLowResolution(0.5).supports_jit  # its resize has no XLA kernel
     assert np.array_equal(np.asarray(RandomLowResolution(1.0, seed=1)(faces, training=False)),
                           faces)
 
