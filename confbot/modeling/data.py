@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from confbot.errors import DataError
+from face_core.classify import standardize_faces
 from face_core.emotions import EMOTIONS
 
 
@@ -34,6 +35,14 @@ def sample_faces(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     in file order."""
     pick = np.random.default_rng(seed).choice(len(x), min(n, len(x)), replace=False)
     return x[np.sort(pick)]
+
+
+def network_input(faces: np.ndarray, standardize: tuple[float, float] | None) -> np.ndarray:
+    """uint8 (N, S, S) faces -> float (N, S, S, 1) as the classifier hands them to the network:
+    moved to `standardize` (mean, sd) first, if given, and scaled to [0, 1]."""
+    x = (standardize_faces(faces, *standardize) if standardize is not None
+         else faces.astype(np.float32))
+    return (x / 255.0)[..., None]
 
 
 def face_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[float, float]:

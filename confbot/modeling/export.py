@@ -29,8 +29,8 @@ from confbot.modeling.architecture import (
     build_inference_model,
     dtype_policy,
 )
-from confbot.modeling.data import file_sha256, replace_file, sample_faces
-from face_core.classify import ModelManifest, standardize_faces
+from confbot.modeling.data import file_sha256, network_input, replace_file, sample_faces
+from face_core.classify import ModelManifest
 from face_core.emotions import EMOTIONS
 from face_core.errors import ArtifactError
 
@@ -98,14 +98,6 @@ def load_export(manifest: Path) -> LoadedExport:
         raise ModelError(f"{manifest}: {weights.name} does not fit the architecture the "
                          f"manifest records ({exc})") from exc
     return LoadedExport(meta=meta, arch=arch, backbone=backbone, weights_sha256=digest)
-
-
-def network_input(faces: np.ndarray, standardize: tuple[float, float] | None) -> np.ndarray:
-    """uint8 (N, S, S) faces -> float (N, S, S, 1) as the classifier hands them to the network:
-    moved to `standardize` (mean, sd) first, if given, and scaled to [0, 1]."""
-    x = (standardize_faces(faces, *standardize) if standardize is not None
-         else faces.astype(np.float32))
-    return (x / 255.0)[..., None]
 
 
 def export_litert(weights: Path, arch: ArchitectureConfig, out_dir: Path, *,

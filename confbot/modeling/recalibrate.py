@@ -21,7 +21,7 @@ import numpy as np
 
 from confbot.errors import ModelError
 from confbot.modeling.averaging import fold_into_mean
-from confbot.modeling.data import FaceSet, face_statistics, sample_faces
+from confbot.modeling.data import FaceSet, face_statistics, network_input, sample_faces
 
 _CHUNK = 2048
 
@@ -45,7 +45,6 @@ def bn_views(faces: np.ndarray, crop: int, *, low_res_prob: float = 0.0, seed: i
     """
     from confbot.modeling.architecture import LOW_RES_SIDES
     from confbot.modeling.conditions import KINDS, Condition
-    from confbot.modeling.export import network_input
 
     _check_share(low_res_prob)
     if low_res_prob > 0:

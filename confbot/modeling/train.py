@@ -32,8 +32,14 @@ from confbot.errors import ConfigError, ModelError
 from confbot.hardware import CpuInfo, cpu_info
 from confbot.modeling.architecture import ArchitectureConfig, dtype_policy, kept_dtype_policy, policy_name
 from confbot.modeling.averaging import WeightAverage, averaged_weights, prune_averages
-from confbot.modeling.data import FaceSet, file_sha256, load_face_set, replace_file, sample_faces
-from confbot.modeling.export import network_input
+from confbot.modeling.data import (
+    FaceSet,
+    file_sha256,
+    load_face_set,
+    network_input,
+    replace_file,
+    sample_faces,
+)
 from confbot.modeling.mixing import MIXINGS, mixed_batches
 from face_core.classify import TTA_VIEWS
 from face_core.emotions import EMOTIONS

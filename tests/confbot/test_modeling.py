@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -391,6 +392,24 @@ def test_zoom_settings_reach_the_zoom_layer(tmp_path: Path) -> None:
     assert tuple(model.get_layer("aug_zoom").height_factor) == (-0.2, 0.12)
 
 
+def _shrunk_sides(out: np.ndarray, changed: np.ndarray,
+                  shrunk: Callable[[int, int], np.ndarray], atol: float = 1e-8) -> set[int]:
+    """The low-resolution sides that faces `changed` of `out` were each shrunk to, where
+    `shrunk(i, side)` is face i shrunk to `side` by the reference; fails on a face that
+    matches none."""
+    from confbot.modeling.architecture import LOW_RES_SIDES
+
+    sides = set()
+    for i in changed:
+        for side in LOW_RES_SIDES:
+            if np.allclose(out[i], shrunk(i, side), atol=atol):
+                sides.add(side)
+                break
+        else:
+            raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
+    return sides
+
+
 def test_low_resolution_shrinks_a_share_of_the_faces_and_resumes(tmp_path: Path) -> None:
     from confbot.modeling.architecture import LOW_RES_SIDES, RandomLowResolution
     from confbot.modeling.train import train
@@ -408,17 +427,12 @@ def test_low_resolution_shrinks_a_share_of_the_faces_and_resumes(tmp_path: Path)
     # Each changed face is its own image shrunk to one of the sides, not another face's.
     from keras import ops
 
-    sides = set()
-    for i in np.flatnonzero(changed):
-        for side in LOW_RES_SIDES:
-            low = ops.image.resize(faces[i:i + 1], (side, side), interpolation="bilinear",
-                                   antialias=True)
-            back = np.asarray(ops.image.resize(low, (48, 48), interpolation="bilinear"))
-            if np.allclose(out[i], back[0], atol=1e-5):
-                sides.add(side)
-                break
-        else:
-            raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
+    def shrunk(i: int, side: int) -> np.ndarray:
+        low = ops.image.resize(faces[i:i + 1], (side, side), interpolation="bilinear",
+                               antialias=True)
+        return np.asarray(ops.image.resize(low, (48, 48), interpolation="bilinear"))[0]
+
+    sides = _shrunk_sides(out, np.flatnonzero(changed), shrunk, atol=1e-5)
     assert sides == set(LOW_RES_SIDES)
     assert max(LOW_RES_SIDES) < 48
     assert not RandomLowResolution(0.5).supports_jit  # its resize has no XLA kernel
@@ -1253,15 +1267,11 @@ def test_bn_views_shrink_the_share_of_faces_training_shrinks() -> None:
     assert np.array_equal(mixed, bn_views(faces, 40, low_res_prob=0.3, seed=5))
     changed = ~np.all(np.isclose(mixed[:400], plain[:400]), axis=(1, 2, 3))
     assert 0.2 < changed.mean() < 0.4  # noise faces: shrinking changes every one it touches
-    sides = set()
-    for i in np.flatnonzero(changed):
-        for side in LOW_RES_SIDES:
-            small = parse_condition(f"small={side}").apply(faces[i:i + 1])
-            if np.allclose(mixed[i, :, :, 0], small[0, 4:44, 4:44] / 255.0):
-                sides.add(side)
-                break
-        else:
-            raise AssertionError(f"face {i} was changed, but not to one of {LOW_RES_SIDES}")
+    def shrunk(i: int, side: int) -> np.ndarray:
+        small = parse_condition(f"small={side}").apply(faces[i:i + 1])
+        return small[0, 4:44, 4:44, None] / 255.0
+
+    sides = _shrunk_sides(mixed, np.flatnonzero(changed), shrunk)
     assert sides == set(LOW_RES_SIDES)
     level = bn_views(faces, 40, standardize=(100.0, 30.0))
     whole = standardize_faces(faces, 100.0, 30.0)
@@ -1578,7 +1588,7 @@ def test_the_timing_classifies_a_shuffled_sample_of_the_faces_not_their_head() -
 
 
 def test_network_input_is_what_the_classifier_hands_the_network() -> None:
-    from confbot.modeling.export import network_input
+    from confbot.modeling.data import network_input
 
     faces = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
     faces[0] //= 4  # a dark face, which standardizing moves
@@ -1592,10 +1602,10 @@ def test_network_input_is_what_the_classifier_hands_the_network() -> None:
 @pytest.mark.parametrize("standardize", [None, (131.0, 77.5)])
 def test_network_input_matches_the_classifiers_own_preprocessing(
         standardize: tuple[float, float] | None) -> None:
-    # export.network_input mirrors EmotionClassifier.classify for the exports' scale of 1/255:
+    # data.network_input mirrors EmotionClassifier.classify for the exports' scale of 1/255:
     # what the classifier really sets as the network's input is caught here, so a change to
     # either one that the other does not follow fails.
-    from confbot.modeling.export import network_input
+    from confbot.modeling.data import network_input
     from confbot.vision import load_classifier
     from face_core.classify import EmotionClassifier
 
