@@ -457,7 +457,8 @@ def teacher_scores(manifest: Path, tta: str, faces: np.ndarray) -> tuple[np.ndar
         classifier = load_classifier(manifest, threads=2, tta=tta)
     except ModelError as exc:
         raise ConfigError(f"teacher: {exc}") from exc
-    return classify_all(classifier, faces, chunk=256), classifier.manifest.sha256
+    scores = classify_all(classifier, faces, chunk=256, progress=f"teacher {manifest} ({tta})")
+    return scores, classifier.manifest.sha256
 
 
 def load_scores_file(path: Path, train_set: FaceSet) -> tuple[np.ndarray, str]:

@@ -1121,6 +1121,10 @@ def test_model_scores_writes_a_teacher_file_that_train_accepts(tmp_path: Path) -
     res = scores_cli(cfg.train_data, "--model", str(manifests[0]), "--model", str(manifests[1]),
                      "--tta", "flip", "--out", str(out))
     assert res.returncode == 0, res.stderr
+    # each teacher's progress on stderr (three teachers took 54 minutes on a Zen 1 EPYC); stdout is JSON only
+    for manifest in manifests:
+        assert re.search(rf"teacher {re.escape(str(manifest))} \(flip\).*{len(faces)}/{len(faces)}",
+                         res.stderr), res.stderr
     printed = json.loads(res.stdout)
     saved, _ = load_scores_file(out, faces)
     expected, shas = ensemble_scores(manifests, "flip", faces)
