@@ -57,8 +57,9 @@ class CpuInfo:
 
     def describe(self) -> str:
         flags = "flags unknown" if self.flags is None else " ".join(self.flags) or "none of note"
-        return f"{self.model} ({self.generation}; {flags})" if self.generation else \
-            f"{self.model} ({flags})"
+        if self.generation:
+            return f"{self.model} ({self.generation}; {flags})"
+        return f"{self.model} ({flags})"
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:
@@ -66,16 +67,18 @@ def parse_cpuinfo(text: str) -> CpuInfo:
     model = ""
     present: set[str] | None = None
     ids: dict[str, str] = {}
+    processors = 0
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
             continue
         key = key.strip().lower()
+        processors += key == "processor"
         if key in ("model name", "hardware") and not model:
             model = value.strip()
         elif key in ("flags", "features") and present is None:
             present = set(value.split())
-        elif key in GENERATION_KEYS and value.strip():
+        elif key in GENERATION_KEYS and value.strip() and processors <= 1:
             ids.setdefault(key, value.strip())
     flags = None if present is None else tuple(f for f in SPEED_FLAGS if f in present)
     named = [f"{GENERATION_KEYS[k]} {ids[k]}" for k in GENERATION_KEYS if k in ids]

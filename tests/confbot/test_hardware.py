@@ -18,6 +18,7 @@ processor\t: 1
 cpu family\t: 26
 model\t\t: 2
 model name\t: AMD EPYC 9R14
+stepping\t: 0
 flags\t\t: fpu sse sse2 avx fma avx2 bmi2 avx512f avx512_vnni
 """
 
@@ -37,7 +38,9 @@ def test_an_avx2_machine_has_no_int8_dot_product() -> None:
     assert cpu.model == "AMD EPYC 9R14"
     assert cpu.flags == ("avx2", "fma")  # the first processor's, in SPEED_FLAGS order
     assert cpu.int8_dot_product is False
-    assert cpu.generation == "family 25 model 17 stepping 1"  # the first processor's too
+    # the first processor's too, none of it from the next (whose stepping the first lacked)
+    assert parse_cpuinfo(X86.replace("stepping\t: 1\n", "")).generation == "family 25 model 17"
+    assert cpu.generation == "family 25 model 17 stepping 1"
     assert cpu.describe() == "AMD EPYC 9R14 (family 25 model 17 stepping 1; avx2 fma)"
 
 
