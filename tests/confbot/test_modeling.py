@@ -69,11 +69,22 @@ def _history(run: Path) -> list[dict[str, str]]:
 
 # --- config, schedule, class weights -------------------------------------------------------
 
-@pytest.mark.parametrize("recipe", ["training.toml", "training-lite.toml", "training-gpu.toml"])
+@pytest.mark.parametrize("recipe", ["training.toml", "training-lite.toml", "training-micro.toml",
+                                    "training-gpu.toml"])
 def test_the_shipped_training_recipes_parse(recipe: str) -> None:
     cfg = load_train_config(REPO / recipe)
     assert cfg.epochs >= 1 and cfg.arch.crop_size <= cfg.arch.input_size
     assert cfg.train_data.endswith("training.npz") and cfg.val_data.endswith("publictest.npz")
+
+
+@pytest.mark.parametrize("recipe, manifest", [("training.toml", "emotion_cnn.json"),
+                                              ("training-lite.toml", "emotion_cnn_lite.json"),
+                                              ("training-micro.toml", "emotion_cnn_micro.json")])
+def test_each_shipped_model_has_the_shape_of_its_recipe(recipe: str, manifest: str) -> None:
+    arch = load_train_config(REPO / recipe).arch
+    shipped = json.loads((REPO / "models" / manifest).read_text())["architecture"]
+    assert shipped == {"widths": list(arch.widths), "crop_size": arch.crop_size,
+                       "convs_per_stage": arch.convs_per_stage, "head_units": arch.head_units}
 
 
 @pytest.mark.parametrize("text, message", [
