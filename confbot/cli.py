@@ -121,7 +121,8 @@ def model_evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     model: Annotated[Optional[Path], typer.Option(help=(
         "Model manifest, or \"auto\": the shipped model, or the lite one on a CPU without an "
-        "8-bit dot product (default: the settings' [model] manifest, \"auto\" unless set)."))] = None,
+        "8-bit dot product, or a smaller one where that is timed over model.auto_budget_ms "
+        "(default: the settings' [model] manifest, \"auto\" unless set)."))] = None,
     threads: Annotated[int, typer.Option(help="Interpreter threads for the timing.")] = 1,
     tta: TtaOpt = None,
     tta_margin: TtaMarginOpt = None,
@@ -140,12 +141,23 @@ def model_evaluate(
         plot_confusion,
         through_detector,
     )
-    from confbot.vision import build_detector, configured_classifier, configured_manifest
+    from confbot.vision import (
+        build_detector,
+        choose_auto_model,
+        configured_classifier,
+        configured_manifest,
+    )
 
     path = None
+    auto = None
     try:
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
-        manifest = configured_manifest(settings.model.manifest if model is None else str(model))
+        setting = settings.model.manifest if model is None else str(model)
+        if setting == "auto":
+            auto = choose_auto_model(cfg=dataclasses.replace(settings.model, threads=threads))
+            manifest = auto.manifest
+        else:
+            manifest = configured_manifest(setting)
         classifier = configured_classifier(settings.model, manifest, threads=threads)
         faces = load_face_set(data)
         result = evaluate(classifier, faces, threads=threads)
@@ -159,9 +171,14 @@ def model_evaluate(
     through = {} if path is None else {"through_detector": path.as_dict()}
     if as_json:
         typer.echo(json.dumps({"model": str(manifest), "data": str(data), **result.as_dict(),
-                               "cpu": cpu.as_dict(), **through}))
+                               "cpu": cpu.as_dict(), **through,
+                               "auto": None if auto is None else auto.as_dict()}))
     else:
         typer.echo(f"model: {manifest}")
+        if auto is not None:
+            timed = ", ".join(f"{k} {v:.2f}" for k, v in auto.ms_per_face.items())
+            typer.echo(f"auto: took {auto.manifest.name}; timed here, ms a face: {timed} "
+                       f"(budget {auto.budget_ms})")
         typer.echo(format_report(result))
         if path is not None:
             typer.echo(format_detector_path(path))
@@ -228,7 +245,8 @@ def model_compare(
             degrade = parse_condition(condition)
             faces = replace(faces, x=degrade.apply(faces.x))
             framing["condition"] = degrade.label
-        classifiers = [configured_classifier(settings.model, configured_manifest(str(m)),
+        classifiers = [configured_classifier(settings.model,
+                                             configured_manifest(str(m), cfg=settings.model),
                                              threads=1) for m in model]
         views, y = [faces.x, faces.x], faces.y
         if detector:
@@ -277,7 +295,8 @@ def model_robustness(
         settings = _settings(config, tta=tta, tta_margin=tta_margin)
         conditions = ([parse_condition(c) for c in condition] if condition
                       else default_conditions())
-        manifests = [configured_manifest(str(m)) for m in model or [settings.model.manifest]]
+        manifests = [configured_manifest(str(m), cfg=settings.model)
+                     for m in model or [settings.model.manifest]]
         classifiers = [configured_classifier(settings.model, m, threads=1) for m in manifests]
         faces = load_face_set(data)
         for manifest, classifier in zip(manifests, classifiers, strict=True):

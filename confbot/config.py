@@ -23,6 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn.json"
 # The smaller model for CPUs whose int8 kernels lack an 8-bit dot product (models/MODEL_CARD.md).
 LITE_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn_lite.json"
+# The smallest, for CPUs where even the lite one costs more than `model.auto_budget_ms` a face.
+MICRO_MODEL_MANIFEST = REPO_ROOT / "models" / "emotion_cnn_micro.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,8 +45,11 @@ class DatabaseConfig:
 class ModelConfig:
     # "auto": the shipped model (DEFAULT_MODEL_MANIFEST) on a CPU with an 8-bit dot product, the
     # lite one (LITE_MODEL_MANIFEST) on one without, where the shipped model costs about five
-    # times more (models/MODEL_CARD.md); or a manifest's path.
+    # times more (models/MODEL_CARD.md); then, timed on this machine at startup, the next
+    # smaller one (lite, then MICRO_MODEL_MANIFEST) while the choice costs more than
+    # auto_budget_ms a face with the tta settings below. Or a manifest's path, taken as it is.
     manifest: str = "auto"
+    auto_budget_ms: float = 2.0
     threads: int = 1
     # Test-time augmentation, the views whose scores are averaged: "none", "flip" (the face
     # and its mirror image) or "ten-crop" (ten shifted and mirrored crops, 5x flip's cost).
@@ -213,6 +218,8 @@ def validate_settings(s: Settings) -> None:
          f"model.manifest = {s.model.manifest!r}: write \"auto\" (lower case, no spaces) to let "
          "the CPU choose the model, or give a manifest's path"),
         (s.model.threads >= 1, "model.threads must be >= 1"),
+        (s.model.auto_budget_ms > 0,
+         "model.auto_budget_ms must be > 0 (milliseconds a face that \"auto\" may spend)"),
         (s.model.tta in TTA_VIEWS, f"model.tta must be one of {sorted(TTA_VIEWS)}"),
         (0 < s.model.tta_margin <= 1,
          "model.tta_margin must be in (0, 1] (1: every face in every view)"),

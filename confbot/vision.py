@@ -6,11 +6,18 @@ import hashlib
 import importlib.util
 import json
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 from confbot.config import (
     DEFAULT_MODEL_MANIFEST,
     LITE_MODEL_MANIFEST,
+    MICRO_MODEL_MANIFEST,
     REPO_ROOT,
     ModelConfig,
     Settings,
@@ -137,22 +144,133 @@ def resolve_manifest(path: str) -> Path:
     return REPO_ROOT / p
 
 
-def configured_manifest(setting: str, cpu: CpuInfo | None = None) -> Path:
-    """The manifest a `[model] manifest` value (or `--model`) names. "auto" takes the shipped
-    model, or the lite one on a CPU known to lack an 8-bit dot product, where the shipped int8
-    model costs about five times what it does on one that has it (models/MODEL_CARD.md); the
-    choice is logged."""
+# The models "auto" chooses among, most accurate first; each costs less a face than the one before.
+AUTO_MODELS = (DEFAULT_MODEL_MANIFEST, LITE_MODEL_MANIFEST, MICRO_MODEL_MANIFEST)
+# What the views after the first cost at tta_margin 0.5 (the default), as a share of what they
+# cost on every face: 0.58 for v8, the lite model and stop 17's lite model alike (each one's ms
+# a face with the flip, over without, less one; stop 41's EPYC), though 47-54% of PublicTest's
+# faces were unsure: the unsure faces go through in a smaller batch, which costs more a face.
+# A smaller margin sends fewer faces on; a larger one is counted as sending every face.
+OTHER_VIEWS_SHARE_AT_HALF_MARGIN = 0.58
+
+
+@dataclass(frozen=True)
+class ModelTiming:
+    """What a face costs a model on this machine, in ms: its first view, and all the views."""
+
+    first_view_ms: float
+    all_views_ms: float
+
+    def per_face_ms(self, tta_margin: float) -> float:
+        """The expected cost of a face when only the unsure ones run the views after the first."""
+        share = OTHER_VIEWS_SHARE_AT_HALF_MARGIN if tta_margin <= 0.5 else 1.0
+        return self.first_view_ms + share * (self.all_views_ms - self.first_view_ms)
+
+
+@cache
+def time_model(manifest: Path, threads: int, tta: str) -> ModelTiming:
+    """Times the model at `manifest` here: batches of 8 faces of noise (the cost does not depend
+    on the pixels), two to warm up, then the fastest of five (other work on the machine only
+    ever adds time, so the fastest is the steadiest figure of the model's own cost); once in the
+    first view, once in every view of `tta`. Kept for the process, so every call of a server
+    runs the same model."""
+    def ms_a_face(classifier: EmotionClassifier) -> float:
+        size = classifier.input_size
+        faces = np.random.default_rng(0).integers(0, 256, (8, size, size), dtype=np.uint8)
+        times = []
+        for i in range(7):
+            start = time.perf_counter()
+            classifier.classify(faces)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+        return 1000 * min(times) / len(faces)
+
+    first = ms_a_face(load_classifier(manifest, threads=threads))
+    if tta == "none":
+        return ModelTiming(first, first)
+    every = ms_a_face(load_classifier(manifest, threads=threads, tta=tta, tta_margin=1.0))
+    return ModelTiming(first, every)
+
+
+Timer = Callable[[Path, int, str], ModelTiming]
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What `"auto"` took, and each model it timed on the way, in ms a face as timed."""
+
+    manifest: Path
+    ms_per_face: dict[str, float]
+    budget_ms: float
+    tta: str
+    tta_margin: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"took": self.manifest.name, "budget_ms": self.budget_ms,
+                "timed_ms_per_face": {k: round(v, 3) for k, v in self.ms_per_face.items()},
+                "timed_tta": self.tta, "tta_margin": self.tta_margin}
+
+
+def configured_manifest(setting: str, cpu: CpuInfo | None = None,
+                        cfg: ModelConfig | None = None, *, timer: Timer = time_model) -> Path:
+    """The manifest a `[model] manifest` value (or `--model`) names: a path as it is, and for
+    "auto" what `choose_auto_model` takes."""
     if setting != "auto":
         return resolve_manifest(setting)
+    return choose_auto_model(cpu, cfg, timer=timer).manifest
+
+
+def choose_auto_model(cpu: CpuInfo | None = None, cfg: ModelConfig | None = None, *,
+                      timer: Timer = time_model) -> AutoChoice:
+    """The model "auto" takes. It starts from the shipped model, or the lite one on a CPU known
+    to lack an 8-bit dot product, where the shipped int8 model costs about five times what it does on one that
+    has it (models/MODEL_CARD.md); then times it here (`timer`) with `cfg`'s threads and
+    test-time augmentation (ten crops counted as the flip) and takes the next smaller model
+    (`AUTO_MODELS`) while it costs more than `cfg.auto_budget_ms` a face. The choice, and why,
+    is logged."""
     cpu = cpu or cpu_info()
+    cfg = cfg or ModelConfig()
     if cpu.int8_dot_product is False:
-        log.info("emotion model: %s, the lite model, because this CPU (%s) has no 8-bit dot "
-                 "product (AVX512-VNNI, AVX-VNNI) for the shipped model's int8 kernels; set "
-                 "[model] manifest = \"%s\" for the more accurate one",
+        log.info("emotion model: starting from %s, the lite model, because this CPU (%s) has no "
+                 "8-bit dot product (AVX512-VNNI, AVX-VNNI) for the shipped model's int8 kernels; "
+                 "set [model] manifest = \"%s\" for the more accurate one",
                  LITE_MODEL_MANIFEST.name, cpu.describe(), _display(DEFAULT_MODEL_MANIFEST))
-        return LITE_MODEL_MANIFEST
-    log.info("emotion model: %s (this CPU: %s)", DEFAULT_MODEL_MANIFEST.name, cpu.describe())
-    return DEFAULT_MODEL_MANIFEST
+        start = LITE_MODEL_MANIFEST
+    else:
+        log.info("emotion model: starting from %s (this CPU: %s)", DEFAULT_MODEL_MANIFEST.name,
+                 cpu.describe())
+        start = DEFAULT_MODEL_MANIFEST
+    # Ten crops are asked for to buy accuracy with time (offline analysis): a smaller model
+    # would give back more than they buy, so the choice is made as for the flip.
+    tta = "flip" if cfg.tta == "ten-crop" else cfg.tta
+    candidates = [m for m in AUTO_MODELS[AUTO_MODELS.index(start):] if m.exists()] or [start]
+    timed: dict[str, float] = {}
+
+    def took(manifest: Path) -> AutoChoice:
+        return AutoChoice(manifest, timed, cfg.auto_budget_ms, tta, cfg.tta_margin)
+
+    for i, manifest in enumerate(candidates):
+        try:
+            ms = timer(manifest, cfg.threads, tta).per_face_ms(cfg.tta_margin)
+        except ModelError as exc:
+            if i == 0:
+                raise
+            log.warning("emotion model: %s, because the smaller %s does not load: %s",
+                        candidates[i - 1].name, manifest.name, exc)
+            return took(candidates[i - 1])
+        timed[manifest.name] = ms
+        if ms <= cfg.auto_budget_ms:
+            log.info("emotion model: %s, %.2f ms a face on this CPU (tta %s, margin %s), within "
+                     "model.auto_budget_ms = %s", manifest.name, ms, tta, cfg.tta_margin,
+                     cfg.auto_budget_ms)
+            return took(manifest)
+        log.info("emotion model: %s costs %.2f ms a face on this CPU (tta %s, margin %s), over "
+                 "model.auto_budget_ms = %s", manifest.name, ms, tta, cfg.tta_margin,
+                 cfg.auto_budget_ms)
+    log.warning("emotion model: %s, the smallest, though over model.auto_budget_ms = %s here: "
+                "it keeps up with fewer faces at pipeline.sample_fps; model.tta = \"none\" "
+                "costs less", candidates[-1].name, cfg.auto_budget_ms)
+    return took(candidates[-1])
 
 
 def _display(path: Path) -> str:
@@ -161,12 +279,12 @@ def _display(path: Path) -> str:
 
 def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
                               cpu: CpuInfo | None = None) -> bool:
-    """Log a warning, and say so, when a configured int8 model other than the lite one is to
-    run on a CPU known to lack an 8-bit dot product: there it costs several times what the
-    model card's figures say."""
+    """Log a warning, and say so, when a configured int8 model other than the lite and micro
+    ones (made for such CPUs) is to run on a CPU known to lack an 8-bit dot product: there it
+    costs several times what the model card's figures say."""
     cpu = cpu or cpu_info()
     if (classifier.manifest.quantization != "int8" or cpu.int8_dot_product is not False
-            or classifier.manifest.sha256 == _lite_model_sha256()):
+            or classifier.manifest.sha256 in _small_model_sha256s()):
         return False
     log.warning("this CPU (%s) has no 8-bit dot product (AVX512-VNNI, AVX-VNNI): the int8 "
                 "classifier %s costs several times more here than on one that has it; "
@@ -177,26 +295,30 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
     return True
 
 
-def _lite_model_sha256() -> str | None:
-    """The lite model file's sha256 as its manifest gives it (a copy elsewhere is the same model)."""
-    try:
-        return str(json.loads(LITE_MODEL_MANIFEST.read_text())["sha256"]).lower()
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _small_model_sha256s() -> set[str]:
+    """The lite and micro model files' sha256 as their manifests give them (a copy elsewhere is
+    the same model)."""
+    found = set()
+    for manifest in (LITE_MODEL_MANIFEST, MICRO_MODEL_MANIFEST):
+        try:
+            found.add(str(json.loads(manifest.read_text())["sha256"]).lower())
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return found
 
 
 def configured_classifier(cfg: ModelConfig, manifest: Path | None = None, *,
                           threads: int | None = None) -> EmotionClassifier:
     """The classifier the `[model]` settings describe, with their test-time augmentation: the
     settings' model, or `manifest`'s; the settings' threads, or `threads`."""
-    return load_classifier(manifest or configured_manifest(cfg.manifest),
+    return load_classifier(manifest or configured_manifest(cfg.manifest, cfg=cfg),
                            threads=cfg.threads if threads is None else threads,
                            tta=cfg.tta, tta_margin=cfg.tta_margin)
 
 
 def build_analyzer(settings: Settings) -> FaceAnalyzer:
     cpu = cpu_info()
-    manifest = configured_manifest(settings.model.manifest, cpu)
+    manifest = configured_manifest(settings.model.manifest, cpu, settings.model)
     classifier = configured_classifier(settings.model, manifest)
     warn_if_int8_is_slow_here(classifier, manifest, cpu)  # never for what "auto" chose
     return FaceAnalyzer(detector=build_detector(settings), classifier=classifier,

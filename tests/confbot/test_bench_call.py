@@ -54,7 +54,8 @@ def test_too_few_rss_readings_give_no_slope() -> None:
 @pytest.mark.parametrize("model", ["auto", "the other"])
 def test_short_real_bench_reaches_every_participant(publictest_path: Path, model: str) -> None:
     # "the other": the shipped model "auto" does not take on this machine, named by its path.
-    other = {"emotion_cnn.tflite": "emotion_cnn_lite", "emotion_cnn_lite.tflite": "emotion_cnn"}
+    other = {"emotion_cnn.tflite": "emotion_cnn_lite", "emotion_cnn_lite.tflite": "emotion_cnn",
+             "emotion_cnn_micro.tflite": "emotion_cnn_lite"}
     manifest = "auto" if model == "auto" else f"models/{other[auto_model_file()]}.json"
     figures = bench_call(participants=2, seconds=6, sample_fps=2.0, faces=publictest_path,
                          model=manifest)

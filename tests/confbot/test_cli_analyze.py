@@ -202,11 +202,19 @@ def test_model_evaluate_json(publictest_path: Path, tmp_path: Path) -> None:
     # "auto": the lite model on a CPU without an 8-bit dot product; a named one is kept.
     assert Path(result["model"]).name == Path(auto_model_file()).with_suffix(".json").name
     assert f"emotion model: {Path(result['model']).name}" in res.stderr  # and why, on stderr
+    # What auto timed on the way: the model it took within the budget, any larger one over it.
+    auto = result["auto"]
+    assert auto["took"] == Path(result["model"]).name and auto["budget_ms"] == 2.0
+    timed = auto["timed_ms_per_face"]
+    assert list(timed)[-1] == auto["took"] and timed[auto["took"]] > 0
+    assert timed[auto["took"]] <= 2.0 or auto["took"] == "emotion_cnn_micro.json"  # the smallest
+    assert all(ms > 2.0 for ms in list(timed.values())[:-1])
     config = tmp_path / "named.toml"
     config.write_text('[model]\nmanifest = "models/emotion_cnn_lite.json"\n')
     res = run("model", "evaluate", str(small), "--json", "-c", str(config))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["model"].endswith("models/emotion_cnn_lite.json")
+    assert json.loads(res.stdout)["auto"] is None  # a named model is not timed
     # --model auto overrides a named one with the CPU's choice.
     res = run("model", "evaluate", str(small), "--json", "-c", str(config), "--model", "auto")
     assert res.returncode == 0, res.stderr

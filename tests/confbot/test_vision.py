@@ -108,6 +108,20 @@ def test_an_int8_model_on_a_cpu_without_an_8_bit_dot_product_is_warned_about(
     assert caplog.text == ""
 
 
+def fake_timer(ms: dict[str, tuple[float, float]], asked: list[str] | None = None) -> vision.Timer:
+    """A `time_model` stand-in: each manifest's (first view, every view) ms a face, by file name."""
+    def timer(manifest: Path, threads: int, tta: str) -> vision.ModelTiming:
+        if asked is not None:
+            asked.append(manifest.name)
+        first, every = ms[manifest.name]
+        return vision.ModelTiming(first, first if tta == "none" else every)
+    return timer
+
+
+FAST = {"emotion_cnn.json": (0.4, 0.8), "emotion_cnn_lite.json": (0.2, 0.4),
+        "emotion_cnn_micro.json": (0.1, 0.2)}
+
+
 def test_auto_takes_the_lite_model_only_on_a_cpu_known_to_lack_an_8_bit_dot_product(
         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     from confbot.config import REPO_ROOT, ModelConfig
@@ -117,22 +131,147 @@ def test_auto_takes_the_lite_model_only_on_a_cpu_known_to_lack_an_8_bit_dot_prod
     auto = load_settings(None, env={}).model
     assert auto.manifest == "auto"
     with caplog.at_level("INFO", logger="confbot.vision"):
-        chosen = vision.configured_manifest(auto.manifest, CpuInfo("AMD EPYC", ("avx2", "fma")))
+        chosen = vision.configured_manifest(auto.manifest, CpuInfo("AMD EPYC", ("avx2", "fma")),
+                                            timer=fake_timer(FAST))
     assert chosen == models / "emotion_cnn_lite.json"
     assert "the lite model, because this CPU (AMD EPYC (avx2 fma)) has no 8-bit dot" in caplog.text
     assert 'manifest = "models/emotion_cnn.json"' in caplog.text
+    assert "emotion_cnn_lite.json, 0.32 ms a face on this CPU (tta flip, margin 0.5)" in caplog.text
     for cpu in [CpuInfo("Zen 4", ("avx2", "avx512_vnni")), CpuInfo("Core", ("avx2", "avx_vnni")),
                 CpuInfo("Neoverse", ("asimd", "asimddp")), CpuInfo("unknown", None)]:
-        assert vision.configured_manifest(auto.manifest, cpu) == models / "emotion_cnn.json", cpu
-    # A path in the settings is taken as it is, whatever the CPU.
+        assert vision.configured_manifest(auto.manifest, cpu, timer=fake_timer(FAST)) == \
+            models / "emotion_cnn.json", cpu
+    # A path in the settings is taken as it is, whatever the CPU, and nothing is timed.
     named = ModelConfig(manifest=str(tmp_path / "mine.json"))
     avx2_only = CpuInfo("AMD EPYC", ("avx2",))
-    assert vision.configured_manifest(named.manifest, avx2_only) == tmp_path / "mine.json"
-    # Both of auto's choices load, and the classifier built from the settings is one of them.
-    for manifest in (models / "emotion_cnn.json", models / "emotion_cnn_lite.json"):
+    asked: list[str] = []
+    assert vision.configured_manifest(named.manifest, avx2_only, timer=fake_timer(FAST, asked)) \
+        == tmp_path / "mine.json"
+    assert asked == []
+    # auto's choices load, and the classifier built from the settings is one of them.
+    for manifest in vision.AUTO_MODELS:
         assert vision.load_classifier(manifest).manifest.quantization == "int8"
     built = vision.configured_classifier(auto).manifest.file
-    assert built == vision.configured_manifest(auto.manifest).with_suffix(".tflite").name
+    assert built == vision.configured_manifest(auto.manifest, cfg=auto).with_suffix(".tflite").name
+
+
+def test_auto_steps_down_to_a_smaller_model_while_the_one_it_has_is_over_budget(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from confbot.config import REPO_ROOT, ModelConfig
+    from confbot.hardware import CpuInfo
+
+    models = REPO_ROOT / "models"
+    avx2, vnni = CpuInfo("AMD EPYC", ("avx2", "fma")), CpuInfo("Zen 4", ("avx2", "avx512_vnni"))
+    # Stop 41's first-generation EPYC: the lite model 2.0 ms a view, 4.0 with the flip on
+    # every face, so 2.0 + 0.58 x 2.0 = 3.16 at the default margin; the micro one fits.
+    zen1 = {"emotion_cnn_lite.json": (2.0, 4.0), "emotion_cnn_micro.json": (1.0, 2.0)}
+    asked: list[str] = []
+    with caplog.at_level("INFO", logger="confbot.vision"):
+        chosen = vision.configured_manifest("auto", avx2, ModelConfig(), timer=fake_timer(zen1, asked))
+    assert chosen == models / "emotion_cnn_micro.json"
+    assert asked == ["emotion_cnn_lite.json", "emotion_cnn_micro.json"]  # v8 never timed here
+    assert "emotion_cnn_lite.json costs 3.16 ms a face on this CPU (tta flip, margin 0.5), " \
+        "over model.auto_budget_ms = 2.0" in caplog.text
+    assert "emotion_cnn_micro.json, 1.58 ms a face" in caplog.text
+    choice = vision.choose_auto_model(avx2, ModelConfig(), timer=fake_timer(zen1))
+    assert choice.as_dict() == {"took": "emotion_cnn_micro.json", "budget_ms": 2.0,
+                                "timed_ms_per_face": {"emotion_cnn_lite.json": 3.16,
+                                                      "emotion_cnn_micro.json": 1.58},
+                                "timed_tta": "flip", "tta_margin": 0.5}
+    # Without the flip the lite model's 2.0 ms fits; with it on every face, the micro one's 2.0.
+    assert vision.configured_manifest("auto", avx2, ModelConfig(tta="none"),
+                                      timer=fake_timer(zen1)) == models / "emotion_cnn_lite.json"
+    assert vision.configured_manifest("auto", avx2, ModelConfig(tta_margin=1.0),
+                                      timer=fake_timer(zen1)) == models / "emotion_cnn_micro.json"
+    # Ten crops buy accuracy with time: the model is chosen as for the flip, not cut down.
+    timed_as: list[str] = []
+
+    def flip_timer(manifest: Path, threads: int, tta: str) -> vision.ModelTiming:
+        timed_as.append(tta)
+        return fake_timer(FAST)(manifest, threads, tta)
+
+    assert vision.configured_manifest("auto", vnni, ModelConfig(tta="ten-crop"),
+                                      timer=flip_timer) == models / "emotion_cnn.json"
+    assert timed_as == ["flip"]
+    # A CPU with VNNI where v8 is over budget steps down too, as far as it has to.
+    slow_v8 = {**FAST, "emotion_cnn.json": (2.5, 5.0)}
+    assert vision.configured_manifest("auto", vnni, timer=fake_timer(slow_v8)) == \
+        models / "emotion_cnn_lite.json"
+    assert vision.configured_manifest("auto", vnni, ModelConfig(auto_budget_ms=0.2),
+                                      timer=fake_timer(FAST)) == models / "emotion_cnn_micro.json"
+    # Nothing fits: the smallest, with a warning that says what to do.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="confbot.vision"):
+        chosen = vision.configured_manifest("auto", avx2, ModelConfig(auto_budget_ms=0.5),
+                                            timer=fake_timer(zen1))
+    assert chosen == models / "emotion_cnn_micro.json"
+    assert any(r.levelname == "WARNING" and "the smallest, though over model.auto_budget_ms = 0.5"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_auto_skips_a_smaller_model_that_is_not_installed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from confbot.config import REPO_ROOT
+    from confbot.hardware import CpuInfo
+
+    monkeypatch.setattr(vision, "AUTO_MODELS", (*vision.AUTO_MODELS[:2], tmp_path / "gone.json"))
+    slow = {"emotion_cnn_lite.json": (3.0, 6.0)}
+    assert vision.configured_manifest("auto", CpuInfo("AMD EPYC", ("avx2",)),
+                                      timer=fake_timer(slow)) == \
+        REPO_ROOT / "models" / "emotion_cnn_lite.json"
+
+
+def test_auto_keeps_the_model_it_has_when_a_smaller_one_does_not_load(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    from confbot.config import REPO_ROOT
+    from confbot.hardware import CpuInfo
+
+    broken = tmp_path / "emotion_cnn_micro.json"
+    broken.write_text("{not json")
+    zen1 = {"emotion_cnn_lite.json": (2.0, 4.0)}
+
+    def timer(manifest: Path, threads: int, tta: str) -> vision.ModelTiming:
+        if manifest == broken:
+            return vision.time_model(manifest, threads, tta)  # the real one: a ModelError
+        return fake_timer(zen1)(manifest, threads, tta)
+
+    avx2 = CpuInfo("AMD EPYC", ("avx2",))
+    with caplog.at_level("INFO", logger="confbot.vision"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vision, "AUTO_MODELS", (*vision.AUTO_MODELS[:2], broken))
+        chosen = vision.configured_manifest("auto", avx2, timer=timer)
+        assert chosen == REPO_ROOT / "models" / "emotion_cnn_lite.json"
+        assert "emotion_cnn_lite.json, because the smaller emotion_cnn_micro.json does not " \
+            "load" in caplog.text and "unreadable model manifest" in caplog.text
+        # The model auto starts from is needed whatever its speed: its failure is the error.
+        mp.setattr(vision, "AUTO_MODELS", (*vision.AUTO_MODELS[:1], broken))
+        with pytest.raises(ModelError, match="unreadable model manifest"):
+            vision.configured_manifest("auto", CpuInfo("Zen 4", ("avx512_vnni",)),
+                                       timer=lambda m, t, v: timer(broken, t, v))
+
+
+def test_timing_a_model_measures_its_views_here_and_a_margin_counts_the_unsure_share() -> None:
+    from confbot.config import MICRO_MODEL_MANIFEST
+
+    vision.time_model.cache_clear()
+    flip = vision.time_model(MICRO_MODEL_MANIFEST, 1, "flip")
+    assert 0 < flip.first_view_ms < 100 and 0 < flip.all_views_ms < 200
+    assert vision.time_model(MICRO_MODEL_MANIFEST, 1, "flip") is flip  # timed once a process
+    none = vision.time_model(MICRO_MODEL_MANIFEST, 1, "none")
+    assert none.all_views_ms == none.first_view_ms
+    timing = vision.ModelTiming(2.0, 4.0)
+    assert timing.per_face_ms(0.5) == pytest.approx(2.0 + 0.58 * 2.0)
+    assert timing.per_face_ms(0.2) == pytest.approx(3.16)  # no more faces than at 0.5
+    assert timing.per_face_ms(0.7) == timing.per_face_ms(1.0) == 4.0
+
+
+def test_a_non_positive_auto_budget_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    for value in ("0", "-1.5"):
+        config.write_text(f"[model]\nauto_budget_ms = {value}\n")
+        with pytest.raises(ConfigError, match=r"model\.auto_budget_ms must be > 0"):
+            load_settings(config, env={})
+    config.write_text("[model]\nauto_budget_ms = 3\n")
+    assert load_settings(config, env={}).model.auto_budget_ms == 3.0
 
 
 def test_an_empty_model_manifest_setting_is_refused(tmp_path: Path) -> None:
