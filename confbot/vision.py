@@ -223,11 +223,11 @@ def configured_manifest(setting: str, cpu: CpuInfo | None = None,
 def choose_auto_model(cpu: CpuInfo | None = None, cfg: ModelConfig | None = None, *,
                       timer: Timer = time_model) -> AutoChoice:
     """The model "auto" takes. It starts from the shipped model, or the lite one on a CPU known
-    to lack an 8-bit dot product, where the shipped int8 model costs about five times what it does on one that
-    has it (models/MODEL_CARD.md); then times it here (`timer`) with `cfg`'s threads and
-    test-time augmentation (ten crops counted as the flip) and takes the next smaller model
-    (`AUTO_MODELS`) while it costs more than `cfg.auto_budget_ms` a face. The choice, and why,
-    is logged."""
+    to lack an 8-bit dot product, where the shipped int8 model costs about five times what it
+    does on one that has it (models/MODEL_CARD.md); then times it here (`timer`) with `cfg`'s
+    threads and test-time augmentation (ten crops counted as the flip) and takes the next
+    smaller model (`AUTO_MODELS`) while it costs more than `cfg.auto_budget_ms` a face. The
+    choice, and why, is logged."""
     cpu = cpu or cpu_info()
     cfg = cfg or ModelConfig()
     if cpu.int8_dot_product is False:
@@ -243,7 +243,8 @@ def choose_auto_model(cpu: CpuInfo | None = None, cfg: ModelConfig | None = None
     # Ten crops are asked for to buy accuracy with time (offline analysis): a smaller model
     # would give back more than they buy, so the choice is made as for the flip.
     tta = "flip" if cfg.tta == "ten-crop" else cfg.tta
-    candidates = [m for m in AUTO_MODELS[AUTO_MODELS.index(start):] if m.exists()] or [start]
+    # The model it starts from must load; a smaller one that is not installed is passed over.
+    candidates = [start, *(m for m in AUTO_MODELS[AUTO_MODELS.index(start) + 1:] if m.exists())]
     timed: dict[str, float] = {}
 
     def took(manifest: Path) -> AutoChoice:

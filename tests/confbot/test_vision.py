@@ -209,7 +209,7 @@ def test_auto_steps_down_to_a_smaller_model_while_the_one_it_has_is_over_budget(
                in r.getMessage() for r in caplog.records)
 
 
-def test_auto_skips_a_smaller_model_that_is_not_installed(
+def test_auto_skips_a_smaller_model_that_is_not_installed_but_not_the_one_it_starts_from(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from confbot.config import REPO_ROOT
     from confbot.hardware import CpuInfo
@@ -219,6 +219,13 @@ def test_auto_skips_a_smaller_model_that_is_not_installed(
     assert vision.configured_manifest("auto", CpuInfo("AMD EPYC", ("avx2",)),
                                       timer=fake_timer(slow)) == \
         REPO_ROOT / "models" / "emotion_cnn_lite.json"
+    # The shipped model missing is a broken install, not a reason to take a smaller one.
+    monkeypatch.setattr(vision, "AUTO_MODELS", (tmp_path / "emotion_cnn.json",
+                                                *vision.AUTO_MODELS[1:2]))
+    monkeypatch.setattr(vision, "DEFAULT_MODEL_MANIFEST", tmp_path / "emotion_cnn.json")
+    with pytest.raises(ModelError, match="model manifest not found"):
+        vision.configured_manifest("auto", CpuInfo("Zen 4", ("avx512_vnni",)),
+                                   timer=lambda m, t, v: vision.time_model(m, t, v))
 
 
 def test_auto_keeps_the_model_it_has_when_a_smaller_one_does_not_load(
