@@ -297,10 +297,11 @@ def warn_if_int8_is_slow_here(classifier: EmotionClassifier, name: Path,
 
 
 def _small_model_sha256s() -> set[str]:
-    """The lite and micro model files' sha256 as their manifests give them (a copy elsewhere is
-    the same model)."""
+    """The sha256 of the models "auto" may take in place of the shipped one (the lite and micro
+    models, made for such CPUs), as their manifests give them (a copy elsewhere is the same
+    model)."""
     found = set()
-    for manifest in (LITE_MODEL_MANIFEST, MICRO_MODEL_MANIFEST):
+    for manifest in AUTO_MODELS[1:]:
         try:
             found.add(str(json.loads(manifest.read_text())["sha256"]).lower())
         except (OSError, ValueError, KeyError, TypeError):
