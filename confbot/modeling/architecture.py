@@ -10,7 +10,7 @@ multiply-adds per face, close to the seed CNN's 77 M, but with far fewer paramet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -66,7 +66,7 @@ def _stage(x: keras.KerasTensor, width: int, n_convs: int, name: str) -> keras.K
     return x
 
 
-def build_backbone(cfg: ArchitectureConfig) -> keras.Model:
+def build_backbone(cfg: ArchitectureConfig, name: str = "backbone") -> keras.Model:
     """The classifier proper: (crop, crop, 1) floats in [0, 1] to 7 softmax scores."""
     inp = keras.Input((cfg.crop_size, cfg.crop_size, 1), name="face")
     x = inp
@@ -81,7 +81,7 @@ def build_backbone(cfg: ArchitectureConfig) -> keras.Model:
     x = layers.ReLU(name="fc_relu")(x)
     x = layers.Dropout(cfg.dropout, name="drop1")(x)
     out = layers.Dense(N_CLASSES, activation="softmax", dtype="float32", name="scores")(x)
-    return keras.Model(inp, out, name="backbone")
+    return keras.Model(inp, out, name=name)
 
 
 def build_inference_model(backbone: keras.Model, cfg: ArchitectureConfig) -> keras.Model:
@@ -141,6 +141,7 @@ class RandomLowResolution(layers.Layer):
 def build_training_model(
     backbone: keras.Model, cfg: ArchitectureConfig, *, seed: int, erase_prob: float,
     shift_pixels: int = 4, zoom: tuple[float, float] = (0.1, 0.1), low_res_prob: float = 0.0,
+    teachers: Sequence[keras.Model] = (),
 ) -> keras.Model:
     """The backbone behind the augmentation layers, which are active only in training.
 
@@ -154,6 +155,10 @@ def build_training_model(
     output to its own compute dtype. Built under mixed bfloat16, rotated and zoomed faces came
     out rounded (0.2 grey levels from float32 on average, at most 1), and a run's augmentation
     depended on whether `init_weights` had loaded an export (which left the policy at float32).
+
+    With `teachers` (frozen networks of the same crop size; `confbot.modeling.distill`), the
+    model outputs the backbone's 7 scores followed by the teachers' mean scores on the same
+    augmented face, run in inference mode (no dropout, batch norm's stored statistics).
     """
     inp = keras.Input((cfg.input_size, cfg.input_size, 1), name="face48")
     with dtype_policy(False):
@@ -182,4 +187,9 @@ def build_training_model(
                 factor=erase_prob, scale=(0.02, 0.2), value_range=(0.0, 1.0), seed=seed + 4,
                 name="aug_erase",
             )(x)
-    return keras.Model(inp, backbone(x), name="emotion_cnn_train")
+    scores = backbone(x)
+    if teachers:
+        taught = [t(x, training=False) for t in teachers]
+        mean = taught[0] if len(taught) == 1 else layers.Average(name="teachers", dtype="float32")(taught)
+        scores = layers.Concatenate(name="student_teachers", dtype="float32")([scores, mean])
+    return keras.Model(inp, scores, name="emotion_cnn_train")

@@ -53,7 +53,10 @@ OPTIMIZERS = ("adamw", "sgd")
 # the augmentation layers and their seed, the compiled loss, the optimizer and its state).
 HELD_BY_CHECKPOINT = ("arch", "seed", "optimizer", "momentum", "weight_decay", "ema_momentum",
                       "label_smoothing", "erase_prob", "shift_pixels", "zoom_in", "zoom_out",
-                      "low_res_prob", "mixed_bfloat16")
+                      "low_res_prob", "mixed_bfloat16", "distill_mode")
+# Held as well when the teachers run in the training graph: the compiled loss holds them.
+HELD_BY_CONSISTENT_DISTILLATION = ("distill_weight", "distill_temperature")
+DISTILL_MODES = ("fixed", "consistent")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,6 +147,12 @@ class TrainConfig:
     teacher_tta: str = "ten-crop"
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # "fixed": the teachers' scores are computed once, on each face's clean `teacher_tta`
+    # views, and the student learns them whatever augmented view of the face a step shows it.
+    # "consistent": the teachers' float32 networks (manifests with weights beside them) run
+    # inside the training graph on the very view the student sees (`confbot.modeling.distill`;
+    # Beyer et al. 2022's function matching), at the cost of their forward pass each step.
+    distill_mode: str = "fixed"
     arch: ArchitectureConfig = field(default_factory=ArchitectureConfig)
 
 
@@ -227,6 +236,16 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
     if cfg.swa_start and cfg.fit_schedule_to_budget:
         raise ConfigError("swa_start cannot go with fit_schedule_to_budget: a fitted schedule "
                           "could end before the averaging starts; set epochs to fit instead")
+    if cfg.distill_mode == "consistent":
+        teachers = teacher_paths(cfg)
+        if not teachers or cfg.distill_weight <= 0:
+            raise ConfigError('distill_mode = "consistent" needs a teacher and a distill_weight '
+                              "above 0")
+        scores_files = [str(t) for t in teachers if t.suffix != ".json"]
+        if scores_files:
+            raise ConfigError('distill_mode = "consistent" runs each teacher\'s network on the '
+                              "student's view, so each must be an export manifest (.json), "
+                              f"not {scores_files}")
     if cfg.swa_start and cfg.ema_momentum > 0:
         raise ConfigError("swa_start and ema_momentum are two ways of averaging the weights; "
                           "set one of them to 0")
@@ -262,6 +281,7 @@ _VALUE_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = tuple(
         ("mixing", _one_of(MIXINGS)), ("mix_prob", _FRACTION), ("mix_alpha", _POSITIVE),
         ("init_noise", _NOT_NEGATIVE),
         ("distill_weight", _FRACTION), ("distill_temperature", _POSITIVE),
+        ("distill_mode", _one_of(DISTILL_MODES)),
     ))
 
 
@@ -511,22 +531,38 @@ def ensemble_scores(teachers: list[Path], tta: str,
     return np.mean([r[0] for r in results], axis=0), [r[1] for r in results]
 
 
-def compiled_training_model(backbone: Any, cfg: TrainConfig) -> Any:
+def compiled_training_model(backbone: Any, cfg: TrainConfig, teachers: Any = ()) -> Any:
     """The network `backbone` behind the run's augmentation layers, compiled with its loss and
-    optimizer: what `train` fits, and what `training_speed` times."""
+    optimizer: what `train` fits, and what `training_speed` times. With `teachers` (frozen
+    networks, `distill_mode = "consistent"`) they score each augmented face beside it and the
+    loss mixes their scores into the targets."""
     import keras
 
     from confbot.modeling.architecture import build_training_model
+    from confbot.modeling.distill import ConsistentDistillation, student_accuracy_metric
 
     model = build_training_model(backbone, cfg.arch, seed=cfg.seed, erase_prob=cfg.erase_prob,
                                  shift_pixels=cfg.shift_pixels, zoom=(cfg.zoom_in, cfg.zoom_out),
-                                 low_res_prob=cfg.low_res_prob)
-    model.compile(
-        optimizer=_optimizer(keras, cfg),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-        metrics=["accuracy"],
-    )
+                                 low_res_prob=cfg.low_res_prob, teachers=teachers)
+    if teachers:
+        loss = ConsistentDistillation(cfg.distill_weight, cfg.distill_temperature,
+                                      cfg.label_smoothing)
+        metrics: list[Any] = [student_accuracy_metric()]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+        metrics = ["accuracy"]
+    model.compile(optimizer=_optimizer(keras, cfg), loss=loss, metrics=metrics)
     return model
+
+
+def consistent_teachers(cfg: TrainConfig) -> tuple[list[Any], list[str]]:
+    """The frozen teacher networks (under the current dtype policy) and their weights' sha256
+    for a run with `distill_mode = "consistent"`; none otherwise."""
+    if cfg.distill_mode != "consistent":
+        return [], []
+    from confbot.modeling.distill import teacher_networks
+
+    return teacher_networks(teacher_paths(cfg), cfg.arch)
 
 
 def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any]:
@@ -547,7 +583,8 @@ def training_speed(cfg: TrainConfig, *, bf16: bool, steps: int) -> dict[str, Any
     y = keras.utils.to_categorical(train_set.y[pick], len(EMOTIONS))
     keras.utils.set_random_seed(cfg.seed)
     with dtype_policy(bf16):
-        model = compiled_training_model(build_backbone(cfg.arch), cfg)
+        teachers, _ = consistent_teachers(cfg)
+        model = compiled_training_model(build_backbone(cfg.arch), cfg, teachers)
         first = cfg.batch_size
         model.fit(x[:first], y[:first], batch_size=cfg.batch_size, epochs=1, verbose=0)
         t0 = time.perf_counter()
@@ -600,7 +637,9 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         if state["train_sha256"] != train_set.sha256:
             raise ConfigError("--resume: the training data changed since the run started")
         new_config = _jsonable(asdict(cfg))
-        held = [k for k in HELD_BY_CHECKPOINT
+        held_names = HELD_BY_CHECKPOINT + (HELD_BY_CONSISTENT_DISTILLATION
+                                           if cfg.distill_mode == "consistent" else ())
+        held = [k for k in held_names
                 if k in state["config"] and state["config"][k] != new_config[k]]
         if held:
             raise ConfigError(f"--resume: {', '.join(held)} changed since the run started; "
@@ -612,6 +651,9 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         state.setdefault("resumed", []).append({"command": command,
                                                 "at_epoch": state["epochs_done"]})
         upgrade_history(history_path)
+        # The loss and metric of a consistent-distillation run are registered on import.
+        import confbot.modeling.distill  # noqa: F401
+
         model = keras.models.load_model(last_ckpt, compile=True)
         backbone = model.get_layer("backbone")
     else:
@@ -630,7 +672,8 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         if cfg.init_weights:
             state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
                                                               cfg)
-        model = compiled_training_model(backbone, cfg)
+        teacher_nets, _ = consistent_teachers(cfg)
+        model = compiled_training_model(backbone, cfg, teacher_nets)
 
     # Validation runs through a float32 copy of the network, as the product will.
     with dtype_policy(False):
@@ -640,7 +683,9 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
     x_train = network_input(train_set.x, None)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
     teachers = teacher_paths(cfg)
-    if teachers:
+    if teachers and cfg.distill_mode == "consistent":
+        _consistent_teachers_state(cfg, state, model, x_train, train_set.y, resume=resume)
+    elif teachers:
         scores, shas = ensemble_scores(teachers, cfg.teacher_tta, train_set)
         # One teacher is recorded by its sha256, an ensemble by the list (in config order).
         teacher_sha: str | list[str] = shas[0] if len(shas) == 1 else shas
@@ -802,6 +847,31 @@ def append_history(path: Path, row: list[object]) -> None:
         if new:
             w.writerow(HISTORY_FIELDS)
         w.writerow(row)
+
+
+def _consistent_teachers_state(cfg: TrainConfig, state: dict[str, Any], model: Any,
+                               x_train: np.ndarray, y: np.ndarray, *, resume: bool) -> None:
+    """Record (or, resuming, check) the teachers a consistent-distillation run trains with, and
+    print how often they agree with the labels on the faces' centre crops."""
+    from confbot.modeling.export import load_export
+
+    shas = [load_export(t).weights_sha256 for t in teacher_paths(cfg)]
+    teacher_sha: str | list[str] = shas[0] if len(shas) == 1 else shas
+    if resume and state.get("teacher", {}).get("sha256") not in (None, teacher_sha):
+        raise ConfigError("--resume: the teacher model changed since the run started")
+    # The teachers inside the training model, as it runs them: on the centre crop here.
+    nets = [layer for layer in model.layers
+            if layer.name.startswith("teacher") and layer.name[len("teacher"):].isdigit()]
+    margin = (cfg.arch.input_size - cfg.arch.crop_size) // 2
+    crops = x_train[:, margin:margin + cfg.arch.crop_size, margin:margin + cfg.arch.crop_size]
+    scores = np.mean([net.predict(crops, batch_size=512, verbose=0) for net in nets], axis=0)
+    agreement = float((scores.argmax(1) == y).mean())
+    state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4),
+                        "mode": "consistent"}
+    names = ", ".join(str(t) for t in teacher_paths(cfg))
+    print(f"teacher {names} (consistent: on each augmented face; centre crops agree with "
+          f"{agreement:.4f} of the training labels); targets mixed in with weight "
+          f"{cfg.distill_weight}", flush=True)
 
 
 def _optimizer(keras: Any, cfg: TrainConfig) -> Any:

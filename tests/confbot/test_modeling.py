@@ -141,6 +141,12 @@ def test_each_shipped_model_has_the_shape_of_its_recipe(recipe: str, manifest: s
     ('teacher_tta = "all"\n', "teacher_tta must be one of"),
     ("init_noise = -1\n", "init_noise must be zero or positive"),
     ('mixed_bfloat16 = "yes"\n', 'mixed_bfloat16 must be true, false or "auto", got \'yes\''),
+    ('distill_mode = "online"\n', "distill_mode must be one of"),
+    ('distill_mode = "consistent"\n', "needs a teacher and a distill_weight above 0"),
+    ('distill_mode = "consistent"\nteacher = "t.json"\ndistill_weight = 0\n',
+     "needs a teacher and a distill_weight above 0"),
+    ('distill_mode = "consistent"\nteacher = ["t.json", "scores.npz"]\n',
+     r"must be an export manifest \(.json\), not \['scores.npz'\]"),
     ("mixed_bfloat16 = 1\n", 'mixed_bfloat16 must be true, false or "auto", got 1'),
 ])
 def test_a_wrong_training_config_is_refused_clearly(tmp_path: Path, text: str, message: str) -> None:
@@ -1113,6 +1119,87 @@ def test_a_teacher_can_be_a_scores_file_or_an_ensemble(tmp_path: Path) -> None:
               resume=False, command="junk")
 
 
+def test_consistent_distillation_loss_is_the_fixed_one_on_the_same_scores() -> None:
+    import keras
+
+    from confbot.modeling.distill import ConsistentDistillation, student_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 16)
+    student = rng.dirichlet(np.ones(7), 16).astype(np.float32)
+    teacher = rng.dirichlet(np.ones(7), 16).astype(np.float32)
+    onehot = np.eye(7, dtype=np.float32)[y]
+    loss = ConsistentDistillation(0.7, 2.0, 0.1)
+    got = keras.ops.convert_to_numpy(loss(onehot, np.concatenate([student, teacher], 1)))
+    fixed = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(
+        distill_targets(y, teacher, 0.7, 2.0), student)
+    assert float(got) == pytest.approx(float(keras.ops.convert_to_numpy(fixed)), rel=1e-5)
+    # The loss reaches the student's scores only: the teacher's half is held still.
+    both = keras.ops.convert_to_tensor(np.concatenate([student, teacher], 1))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(both)
+        value = loss(onehot, both)
+    grad = tape.gradient(value, both).numpy()
+    assert np.abs(grad[:, 7:]).max() == 0 and np.abs(grad[:, :7]).max() > 0
+    hits = keras.ops.convert_to_numpy(student_accuracy(onehot, both))
+    np.testing.assert_array_equal(hits, (student.argmax(1) == y).astype(np.float32))
+    restored = ConsistentDistillation.from_config(loss.get_config())
+    assert (restored.weight, restored.temperature, restored.label_smoothing) == (0.7, 2.0, 0.1)
+
+
+def test_a_consistent_run_scores_each_augmented_face_with_the_frozen_teacher(
+        tmp_path: Path) -> None:
+    import keras
+
+    from confbot.modeling.export import load_export
+    from confbot.modeling.train import train
+
+    train(_tiny_config(tmp_path, epochs=1), tmp_path / "t", resume=False, command="teacher")
+    teacher = tmp_path / "t" / "export" / "emotion_cnn.json"
+    cfg = _tiny_config(tmp_path, epochs=1, teacher=str(teacher), distill_weight=0.7,
+                       distill_mode="consistent",
+                       arch={"widths": [4, 6], "convs_per_stage": 1, "head_units": 8,
+                             "crop_size": 40})
+    run = tmp_path / "student"
+    train(cfg, run, resume=False, command="student")
+    state = json.loads((run / "run.json").read_text())
+    loaded = load_export(teacher)
+    assert state["teacher"]["sha256"] == loaded.weights_sha256
+    assert state["teacher"]["mode"] == "consistent"
+    assert 0 <= state["teacher"]["train_accuracy"] <= 1
+    assert len(_history(run)) == 1 and float(_history(run)[0]["accuracy"]) >= 0
+    # The run's model outputs the student's scores and the teacher's on the same face; the
+    # teacher's are the exported teacher's own (it did not train), the student's the export's.
+    model = keras.models.load_model(run / "last.keras")
+    faces = np.random.default_rng(3).random((5, 48, 48, 1)).astype(np.float32)
+    out = model.predict(faces, verbose=0)
+    assert out.shape == (5, 14)
+    crops = faces[:, 4:44, 4:44]
+    np.testing.assert_allclose(out[:, 7:], loaded.backbone.predict(crops, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(out[:, :7], model.get_layer("backbone").predict(crops, verbose=0),
+                               atol=1e-6)
+
+    train(dataclasses.replace(cfg, epochs=2), run, resume=True, command="resumed")
+    assert [r["epoch"] for r in _history(run)] == ["1", "2"]
+    assert (run / "export" / "emotion_cnn.json").exists()
+    with pytest.raises(ConfigError, match="--resume: distill_weight changed"):
+        train(dataclasses.replace(cfg, epochs=3, distill_weight=0.5), run, resume=True,
+              command="x")
+    with pytest.raises(ConfigError, match="--resume: distill_mode changed"):
+        train(dataclasses.replace(cfg, epochs=3, distill_mode="fixed"), run, resume=True,
+              command="x")
+    other_crop = dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, crop_size=48))
+    with pytest.raises(ConfigError, match="they must see the same view"):
+        train(other_crop, tmp_path / "crop", resume=False, command="x")
+    no_weights = tmp_path / "no-weights.json"
+    no_weights.write_text(teacher.read_text())
+    with pytest.raises(ConfigError, match=r"teacher: .*float32 weights"):
+        train(dataclasses.replace(cfg, teacher=str(no_weights)), tmp_path / "nw", resume=False,
+              command="x")
+
+
 def test_model_scores_writes_a_teacher_file_that_train_accepts(tmp_path: Path) -> None:
     from confbot.modeling.train import ensemble_scores, load_scores_file, train
 
@@ -1469,6 +1556,28 @@ def test_weight_averaging_and_mixing_run_and_resume_on_the_jax_backend(tmp_path:
     state = json.loads((run / "run.json").read_text())
     assert state["swa_count"] == 2 and (run / state["swa_file"]).exists()
     assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_consistent_distillation_runs_and_resumes_on_the_jax_backend(tmp_path: Path) -> None:
+    """The GPU path's backend with the teacher in the training graph."""
+    pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
+    from confbot.modeling.train import train
+
+    train(_tiny_config(tmp_path, epochs=1), tmp_path / "t", resume=False, command="teacher")
+    teacher = tmp_path / "t" / "export" / "emotion_cnn.json"
+    cfg = _tiny_config(tmp_path, export_at_end=False, epochs=1, distill_mode="consistent",
+                       teacher=str(teacher), distill_weight=0.7)
+    config = _write_config(cfg, tmp_path / "jax.toml")
+    config.write_text(f'teacher = "{teacher}"\n' + config.read_text())  # _write_config leaves it
+    run = tmp_path / "run"
+    res = _train_on_jax(config, run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _train_on_jax(config, run, "--resume", "--epochs", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _history(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(math.isfinite(float(r["loss"])) and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    assert json.loads((run / "run.json").read_text())["teacher"]["mode"] == "consistent"
 
 
 def test_training_runs_on_the_jax_backend_and_exports_on_tensorflow(tmp_path: Path) -> None:
