@@ -1558,6 +1558,37 @@ def test_weight_averaging_and_mixing_run_and_resume_on_the_jax_backend(tmp_path:
     assert all(math.isfinite(float(r["loss"])) for r in rows)
 
 
+def test_the_teacher_sees_the_students_view_with_its_sharp_detail() -> None:
+    """Same rotation, zoom and crop for both; only the student's face is given low resolution."""
+    import keras
+
+    from confbot.modeling.architecture import build_backbone, build_training_model
+
+    arch = ArchitectureConfig(widths=(4, 8), convs_per_stage=1, head_units=8)
+    faces = np.random.default_rng(5).random((16, 48, 48, 1)).astype(np.float32)
+    teacher = build_backbone(arch, name="teacher0")
+    views = {}
+    for share in (1e-9, 1.0):
+        model = build_training_model(build_backbone(arch), arch, seed=3, erase_prob=0.0,
+                                     low_res_prob=share, teachers=[teacher])
+        probe = keras.Model(model.input, [model.get_layer("student_view").output,
+                                          model.get_layer("teacher_view").output])
+        views[share] = [keras.ops.convert_to_numpy(v) for v in probe(faces, training=True)]
+    student, sharp = views[1e-9]
+    assert student.shape == sharp.shape == (16, 40, 40, 1)
+    np.testing.assert_array_equal(student, sharp)  # no face shrunk: one view
+    assert np.abs(sharp - faces[:, 4:44, 4:44]).max() > 0.1  # ... and it was augmented
+    student, sharp = views[1.0]
+
+    def detail(v: np.ndarray) -> float:
+        return float(np.abs(np.diff(v, axis=2)).mean())
+
+    assert detail(student) < 0.6 * detail(sharp)
+    # The same geometry: the shrunk view is the sharp one, blurred, not another crop of it.
+    assert np.corrcoef(student.ravel(), sharp.ravel())[0, 1] > 0.5
+    assert np.corrcoef(student.ravel(), np.roll(sharp, 3, axis=2).ravel())[0, 1] < 0.3
+
+
 def test_consistent_distillation_runs_and_resumes_on_the_jax_backend(tmp_path: Path) -> None:
     """The GPU path's backend with the teacher in the training graph."""
     pytest.importorskip("jax", reason="jax is not installed (the test extra installs it)")
