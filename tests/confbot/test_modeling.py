@@ -1537,6 +1537,14 @@ def _train_on_jax(config: Path, run: Path, *extra: str) -> subprocess.CompletedP
                           text=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"})
 
 
+def _train_and_resume_on_jax(config: Path, run: Path, *, epochs: int) -> list[dict[str, str]]:
+    """Train `config` on JAX, resume it to `epochs` in a new process; the run's history."""
+    for extra in ((), ("--resume", "--epochs", str(epochs))):
+        res = _train_on_jax(config, run, *extra)
+        assert res.returncode == 0, res.stderr[-3000:]
+    return _history(run)
+
+
 def test_weight_averaging_and_mixing_run_and_resume_on_the_jax_backend(tmp_path: Path) -> None:
     """The GPU path's backend with both on: the mixed batches' epoch comes from the trainer
     (JAX's build step begins an extra epoch on a dataset) and the average resumes."""
@@ -1546,11 +1554,7 @@ def test_weight_averaging_and_mixing_run_and_resume_on_the_jax_backend(tmp_path:
                        mix_prob=1.0)
     config = _write_config(cfg, tmp_path / "jax.toml")
     run = tmp_path / "run"
-    res = _train_on_jax(config, run)
-    assert res.returncode == 0, res.stderr[-3000:]
-    res = _train_on_jax(config, run, "--resume", "--epochs", "3")
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = _history(run)
+    rows = _train_and_resume_on_jax(config, run, epochs=3)
     assert [r["averaged"] for r in rows] == ["0", "1", "2"]
     assert all(r["raw_val_accuracy"] for r in rows[1:])
     state = json.loads((run / "run.json").read_text())
@@ -1601,11 +1605,7 @@ def test_consistent_distillation_runs_and_resumes_on_the_jax_backend(tmp_path: P
     config = _write_config(cfg, tmp_path / "jax.toml")
     config.write_text(f'teacher = "{teacher}"\n' + config.read_text())  # _write_config leaves it
     run = tmp_path / "run"
-    res = _train_on_jax(config, run)
-    assert res.returncode == 0, res.stderr[-3000:]
-    res = _train_on_jax(config, run, "--resume", "--epochs", "2")
-    assert res.returncode == 0, res.stderr[-3000:]
-    rows = _history(run)
+    rows = _train_and_resume_on_jax(config, run, epochs=2)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(math.isfinite(float(r["loss"])) and 0 <= float(r["accuracy"]) <= 1 for r in rows)
     assert json.loads((run / "run.json").read_text())["teacher"]["mode"] == "consistent"
