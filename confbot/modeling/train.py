@@ -614,6 +614,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
     best_path = run_dir / "best.weights.h5"
     state_path = run_dir / "run.json"
     history_path = run_dir / "history.csv"
+    teacher_shas: list[str] = []  # a new consistent-distillation run's, from its teachers
     if resume and not last_ckpt.exists():
         raise ConfigError(f"--resume: no checkpoint at {last_ckpt}")
     if not resume and last_ckpt.exists():
@@ -672,7 +673,7 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
         if cfg.init_weights:
             state["init_weights_sha256"] = _load_init_weights(backbone, Path(cfg.init_weights),
                                                               cfg)
-        teacher_nets, _ = consistent_teachers(cfg)
+        teacher_nets, teacher_shas = consistent_teachers(cfg)
         model = compiled_training_model(backbone, cfg, teacher_nets)
 
     # Validation runs through a float32 copy of the network, as the product will.
@@ -683,21 +684,31 @@ def _train(cfg: TrainConfig, run_dir: Path, *, resume: bool, command: str) -> Pa
     x_train = network_input(train_set.x, None)
     y_train = keras.utils.to_categorical(train_set.y, len(EMOTIONS))
     teachers = teacher_paths(cfg)
-    if teachers and cfg.distill_mode == "consistent":
-        _consistent_teachers_state(cfg, state, model, x_train, train_set.y, resume=resume)
-    elif teachers:
-        scores, shas = ensemble_scores(teachers, cfg.teacher_tta, train_set)
+    consistent = cfg.distill_mode == "consistent"
+    if teachers:
+        if consistent:
+            scores = _centre_crop_scores(model, x_train, cfg.arch)
+            from confbot.modeling.export import load_export
+
+            # A resumed run's teachers came from last.keras: check the files the config names.
+            shas = teacher_shas or [load_export(t).weights_sha256 for t in teachers]
+            how = "consistent, on each augmented face; here on the centre crops"
+        else:
+            scores, shas = ensemble_scores(teachers, cfg.teacher_tta, train_set)
+            how = cfg.teacher_tta
         # One teacher is recorded by its sha256, an ensemble by the list (in config order).
         teacher_sha: str | list[str] = shas[0] if len(shas) == 1 else shas
         if resume and state.get("teacher", {}).get("sha256") not in (None, teacher_sha):
             raise ConfigError("--resume: the teacher model changed since the run started")
         agreement = float((scores.argmax(1) == train_set.y).mean())
-        state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4)}
+        state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4),
+                            **({"mode": "consistent"} if consistent else {})}
         names = ", ".join(str(t) for t in teachers)
-        print(f"teacher {names} ({cfg.teacher_tta}): {agreement:.4f} of the training "
+        print(f"teacher {names} ({how}): {agreement:.4f} of the training "
               f"labels; targets mixed in with weight {cfg.distill_weight}", flush=True)
-        y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
-                                  cfg.distill_temperature)
+        if not consistent:
+            y_train = distill_targets(train_set.y, scores, cfg.distill_weight,
+                                      cfg.distill_temperature)
     x_val = network_input(val_set.x, None)
     average = None
     if cfg.swa_start:
@@ -849,29 +860,14 @@ def append_history(path: Path, row: list[object]) -> None:
         w.writerow(row)
 
 
-def _consistent_teachers_state(cfg: TrainConfig, state: dict[str, Any], model: Any,
-                               x_train: np.ndarray, y: np.ndarray, *, resume: bool) -> None:
-    """Record (or, resuming, check) the teachers a consistent-distillation run trains with, and
-    print how often they agree with the labels on the faces' centre crops."""
-    from confbot.modeling.export import load_export
-
-    shas = [load_export(t).weights_sha256 for t in teacher_paths(cfg)]
-    teacher_sha: str | list[str] = shas[0] if len(shas) == 1 else shas
-    if resume and state.get("teacher", {}).get("sha256") not in (None, teacher_sha):
-        raise ConfigError("--resume: the teacher model changed since the run started")
-    # The teachers inside the training model, as it runs them: on the centre crop here.
+def _centre_crop_scores(model: Any, x_train: np.ndarray, arch: ArchitectureConfig) -> np.ndarray:
+    """The mean scores of the teachers inside a consistent-distillation training model on the
+    faces' centre crops, as a check that they are the networks meant (their labels agreement)."""
     nets = [layer for layer in model.layers
             if layer.name.startswith("teacher") and layer.name[len("teacher"):].isdigit()]
-    margin = (cfg.arch.input_size - cfg.arch.crop_size) // 2
-    crops = x_train[:, margin:margin + cfg.arch.crop_size, margin:margin + cfg.arch.crop_size]
-    scores = np.mean([net.predict(crops, batch_size=512, verbose=0) for net in nets], axis=0)
-    agreement = float((scores.argmax(1) == y).mean())
-    state["teacher"] = {"sha256": teacher_sha, "train_accuracy": round(agreement, 4),
-                        "mode": "consistent"}
-    names = ", ".join(str(t) for t in teacher_paths(cfg))
-    print(f"teacher {names} (consistent: on each augmented face; centre crops agree with "
-          f"{agreement:.4f} of the training labels); targets mixed in with weight "
-          f"{cfg.distill_weight}", flush=True)
+    margin = (arch.input_size - arch.crop_size) // 2
+    crops = x_train[:, margin:margin + arch.crop_size, margin:margin + arch.crop_size]
+    return np.mean([net.predict(crops, batch_size=512, verbose=0) for net in nets], axis=0)
 
 
 def _optimizer(keras: Any, cfg: TrainConfig) -> Any:
